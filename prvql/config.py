@@ -38,6 +38,7 @@ class BackboneConfig:
     name: str = "dinov2_vitb14"
     weights: str | None = None
     frozen: bool = True
+    depth: int | None = None  # ViTs only: keep the first `depth` blocks (CPU tests); None = the full network
 
 
 @dataclass
@@ -185,6 +186,8 @@ class TrainConfig:
 class InferenceConfig:
     windows_per_batch: int = 4
     window_overlap: int = 0
+    overlap_reduce: str = "mean"  # "mean" | "max" of a frame's scores over overlapping windows
+    bf16: bool = False  # bfloat16 autocast at inference (CUDA only); validate against fp32 (spec Decision 16)
     median_kernel: int = 1
     peak_ratio: float = 0.79
     track_ratio: float = 0.585

@@ -1,0 +1,194 @@
+"""The PRVQL network: frozen backbone -> channel reduction -> K stages with knowledge-guided refinement between.
+
+``build_prvql(cfg)`` is the only place that reads :class:`prvql.config.ModelConfig`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from prvql.config import ModelConfig
+from prvql.errors import ConfigError
+from prvql.model.anchors import make_anchors
+from prvql.model.backbone import build_backbone
+from prvql.model.cross_attention import CrossAttentionBlock
+from prvql.model.head import AnchorHead
+from prvql.model.knowledge import AppearanceKnowledgeGeneration, SpatialKnowledgeGeneration
+from prvql.model.layers import ChannelReduction
+from prvql.model.refinement import QFR_MODES, QueryFeatureRefinement, VideoFeatureRefinement
+from prvql.model.stage import RefinementStage
+from prvql.model.temporal import MaskedSpatioTemporalAttention
+
+
+class PRVQL(nn.Module):
+    """Progressive knowledge-guided refinement for visual query localisation (paper Fig. 2).
+
+    Stage k sees (V_k, Q_k) and predicts boxes and logits; after every stage but the last, AKG + QFR refine the
+    query (Q_{k+1}) and SKG + VFR refine the video features (V_{k+1}). AKG/QFR and SKG/VFR can each be absent
+    (ablations); QFR, SKG and VFR are single modules shared by all stages, as released.
+
+    Args:
+        backbone: frozen feature extractor with ``out_channels`` and ``stride``.
+        reduction: backbone channels -> model width, applied once.
+        stages: K :class:`RefinementStage` with separate weights.
+        anchors: ``[A, 4]`` normalised xyxy anchors of the head grid.
+        num_frames: T, frames per window.
+        grid_size: H = W of the backbone feature map.
+        akg: appearance knowledge generation (requires ``qfr``) or None.
+        qfr: query feature refinement or None.
+        skg: spatial knowledge generation (requires ``vfr``) or None.
+        vfr: video feature refinement or None.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        reduction: nn.Module,
+        stages: list[RefinementStage],
+        anchors: Tensor,
+        num_frames: int,
+        grid_size: int,
+        akg: AppearanceKnowledgeGeneration | None = None,
+        qfr: QueryFeatureRefinement | None = None,
+        skg: SpatialKnowledgeGeneration | None = None,
+        vfr: VideoFeatureRefinement | None = None,
+    ) -> None:
+        super().__init__()
+        if (akg is None) != (qfr is None) or (skg is None) != (vfr is None):
+            raise ValueError("AKG needs QFR and SKG needs VFR (both or neither)")
+        self.backbone = backbone
+        for param in self.backbone.parameters():
+            param.requires_grad_(False)
+        self.backbone.eval()
+        self.reduction = reduction
+        self.stages = nn.ModuleList(stages)
+        self.register_buffer("anchors", anchors, persistent=False)
+        self.num_frames, self.grid_size = num_frames, grid_size
+        self.akg, self.qfr, self.skg, self.vfr = akg, qfr, skg, vfr
+
+    def train(self, mode: bool = True) -> PRVQL:
+        """Set train/eval mode; the frozen backbone always stays in eval mode."""
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    @torch.no_grad()
+    def extract_features(self, images: Tensor) -> Tensor:
+        """Frozen backbone features: ``[N, 3, S, S]`` -> ``[N, C, S/stride, S/stride]`` (no gradient)."""
+        return self.backbone(images)
+
+    def forward(self, frames: Tensor, query: Tensor) -> dict:
+        """Localise the query in every frame of each window.
+
+        Args:
+            frames: ``[B, T, 3, S, S]`` ImageNet-normalised.
+            query: ``[B, 3, S, S]`` ImageNet-normalised query crop.
+
+        Returns:
+            See :meth:`forward_features`.
+        """
+        b, t = frames.shape[:2]
+        feats = self.extract_features(torch.cat([query, frames.flatten(0, 1)]))
+        query_feats, frame_feats = feats.split([b, b * t])
+        return self.forward_features(frame_feats.view(b, t, *feats.shape[1:]), query_feats)
+
+    def forward_features(self, frame_feats: Tensor, query_feats: Tensor) -> dict:
+        """Everything after the backbone (lets a predictor reuse a clip's features for many queries).
+
+        Args:
+            frame_feats: ``[B, T, C, H, W]`` backbone features of the frames.
+            query_feats: ``[B, C, H, W]`` backbone features of the query crops.
+
+        Returns:
+            ``{"boxes": [B, T, A, 4] normalised xyxy, "logits": [B, T, A], "anchors": [A, 4],
+            "stages": [{"boxes", "logits"} per stage]}``; the top level is the last stage.
+        """
+        b, t, c, h, w = frame_feats.shape
+        if t != self.num_frames or (h, w) != (self.grid_size, self.grid_size):
+            raise ValueError(
+                f"frame features {tuple(frame_feats.shape)}: the model is built for {self.num_frames} frames "
+                f"(model.num_frames) of {self.grid_size}x{self.grid_size} features (model.input_size)"
+            )
+        feats = self.reduction(torch.cat([query_feats, frame_feats.flatten(0, 1)]))  # one BN call, as released
+        query, video = feats.split([b, b * t])
+        video = initial = video.view(b, t, *video.shape[1:])
+        stages = []
+        for index, stage in enumerate(self.stages):
+            last = index == len(self.stages) - 1
+            out = stage(video, query, self.anchors, return_attention=self.skg is not None and not last)
+            stages.append({"boxes": out.boxes, "logits": out.logits})
+            if last:
+                break
+            if self.akg is not None:
+                query = self.qfr(query, self.akg(out.logits, out.boxes, video))
+            if self.skg is not None:
+                video = self.vfr(video, initial, self.skg(out.cross_attention, out.temporal_attention))
+        return {**stages[-1], "anchors": self.anchors, "stages": stages}
+
+
+def build_prvql(cfg: ModelConfig) -> PRVQL:
+    """Build the network from the model config (the only reader of ``cfg``). Grid sizes follow from the
+    backbone stride and ``cfg.input_size``; every ablation of the paper is a field of ``cfg``."""
+    if not cfg.backbone.frozen:
+        raise ConfigError("model.backbone.frozen: only a frozen backbone is supported")
+    if cfg.num_stages < 1:
+        raise ConfigError(f"model.num_stages: must be >= 1 (got {cfg.num_stages})")
+    if cfg.qfr.mode not in QFR_MODES:
+        raise ConfigError(f"model.qfr.mode: '{cfg.qfr.mode}' is not one of {', '.join(QFR_MODES)}")
+    if cfg.vfr.base not in ("current", "initial"):
+        raise ConfigError(f"model.vfr.base: '{cfg.vfr.base}' is not 'current' or 'initial'")
+    if cfg.skg.temporal_source not in ("center", "received"):
+        raise ConfigError(f"model.skg.temporal_source: '{cfg.skg.temporal_source}' is not 'center' or 'received'")
+    backbone = build_backbone(cfg.backbone)
+    if cfg.input_size % backbone.stride:
+        raise ConfigError(f"model.input_size: {cfg.input_size} is not a multiple of the stride {backbone.stride}")
+    grid = cfg.input_size // backbone.stride
+    coarse = grid
+    for _ in range(cfg.temporal.downsample_steps):
+        coarse = (coarse + 1) // 2
+    anchor_grid = coarse * 2**cfg.head.upsample_steps
+    anchors_per_cell = len(cfg.head.anchor_sizes) * len(cfg.head.anchor_ratios)
+
+    def stage() -> RefinementStage:
+        cab = CrossAttentionBlock(
+            cfg.dim, cfg.cab.num_heads, cfg.cab.ffn_dim, cfg.cab.dropout, cfg.cab.clip_self_attention
+        )
+        temporal = MaskedSpatioTemporalAttention(
+            dim=cfg.dim,
+            num_frames=cfg.num_frames,
+            height=coarse,
+            width=coarse,
+            num_layers=cfg.temporal.num_layers,
+            num_heads=cfg.temporal.num_heads,
+            ffn_dim=cfg.temporal.ffn_dim,
+            window=cfg.temporal.window,
+            dropout=cfg.temporal.dropout,
+            source=cfg.skg.temporal_source,
+        )
+        head = AnchorHead(cfg.dim, anchors_per_cell, cfg.head.upsample_steps, cfg.head.num_convs, cfg.head.dropout)
+        return RefinementStage(cab, temporal, head, cfg.dim, cfg.temporal.downsample_steps)
+
+    between = cfg.num_stages > 1
+    akg = qfr = skg = vfr = None
+    if between and cfg.akg.enabled:
+        akg = AppearanceKnowledgeGeneration(cfg.akg.top_n, cfg.akg.tau, cfg.akg.roi_size, cfg.akg.swap_roi_axes)
+        qfr = QueryFeatureRefinement(
+            cfg.dim, cfg.akg.top_n, cfg.qfr.mode, cfg.qfr.num_heads, cfg.qfr.ffn_dim, cfg.qfr.dropout
+        )
+    if between and cfg.skg.enabled:
+        skg = SpatialKnowledgeGeneration(grid, grid, cfg.skg.alpha, cfg.skg.learned_mlp)
+        vfr = VideoFeatureRefinement(cfg.vfr.beta, cfg.vfr.base)
+    return PRVQL(
+        backbone=backbone,
+        reduction=ChannelReduction(backbone.out_channels, cfg.dim),
+        stages=[stage() for _ in range(cfg.num_stages)],
+        anchors=make_anchors(cfg.input_size, anchor_grid, cfg.head.anchor_sizes, cfg.head.anchor_ratios),
+        num_frames=cfg.num_frames,
+        grid_size=grid,
+        akg=akg,
+        qfr=qfr,
+        skg=skg,
+        vfr=vfr,
+    )

@@ -1,0 +1,83 @@
+"""One PRVQL stage (the released ``ClipEncoder``): CAB -> downsample -> masked ST attention -> anchor head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from prvql.model.cross_attention import CrossAttentionBlock
+from prvql.model.head import AnchorHead, decode_boxes
+from prvql.model.layers import ConvBNAct
+from prvql.model.temporal import MaskedSpatioTemporalAttention
+
+
+@dataclass
+class StageOutput:
+    """A stage's predictions and, when requested, the attention SKG reads.
+
+    Attributes:
+        boxes: ``[B, T, A, 4]`` normalised xyxy, float32 (also under autocast).
+        logits: ``[B, T, A]``, float32.
+        cross_attention: S' ``[B, T, H*W]``, attention of each clip position to the query's centre token.
+        temporal_attention: T' ``[B, T, h, w]`` from the last masked self-attention layer.
+    """
+
+    boxes: Tensor
+    logits: Tensor
+    cross_attention: Tensor | None = None
+    temporal_attention: Tensor | None = None
+
+
+class RefinementStage(nn.Module):
+    """Stage k: Eq. (1) CAB, Eq. (2) downsampling, Eq. (3) masked spatio-temporal attention, Eq. (6)-(7) head.
+
+    Args:
+        cab: the query-to-frame cross-attention block.
+        temporal: the masked spatio-temporal attention (with its positional embedding).
+        head: the anchor head.
+        dim: model width.
+        downsample_steps: stride-2 ConvBNAct layers between the CAB and the temporal attention.
+    """
+
+    def __init__(
+        self,
+        cab: CrossAttentionBlock,
+        temporal: MaskedSpatioTemporalAttention,
+        head: AnchorHead,
+        dim: int,
+        downsample_steps: int,
+    ) -> None:
+        super().__init__()
+        self.cab = cab
+        self.downsample = nn.Sequential(*(ConvBNAct(dim, dim, stride=2) for _ in range(downsample_steps)))
+        self.temporal = temporal
+        self.head = head
+
+    def forward(self, video: Tensor, query: Tensor, anchors: Tensor, return_attention: bool = False) -> StageOutput:
+        """Localise the query in every frame.
+
+        Args:
+            video: V_k ``[B, T, D, H, W]``.
+            query: Q_k ``[B, D, H, W]``.
+            anchors: ``[A, 4]`` normalised xyxy.
+            return_attention: also return S' and T' for SKG.
+
+        Returns:
+            :class:`StageOutput`.
+        """
+        b, t, d, h, w = video.shape
+        tokens = video.permute(0, 1, 3, 4, 2).reshape(b, t, h * w, d)
+        memory = query.flatten(2).transpose(1, 2)  # [B, H*W, D]
+        probe = None
+        if return_attention:
+            probe = torch.zeros(memory.shape[1], 1, device=memory.device)
+            probe[(query.shape[2] // 2) * query.shape[3] + query.shape[3] // 2] = 1.0  # the query's centre token
+        tokens, cross = self.cab(tokens, memory, probe)
+        x = self.downsample(tokens.view(b * t, h, w, d).permute(0, 3, 1, 2))
+        x, temporal = self.temporal(x.view(b, t, *x.shape[1:]), return_attention)
+        offsets, logits = self.head(x.flatten(0, 1))
+        boxes = decode_boxes(offsets, anchors).view(b, t, -1, 4)
+        cross = None if cross is None else cross[..., 0]
+        return StageOutput(boxes, logits.float().view(b, t, -1), cross, temporal)
