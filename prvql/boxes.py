@@ -28,6 +28,7 @@ __all__ = [
     "denormalize_boxes",
     "square_box",
     "clip_boxes",
+    "rescale_boxes",
 ]
 
 
@@ -85,3 +86,12 @@ def square_box(boxes: Tensor, height: int, width: int) -> Tensor:
     half = torch.maximum(w, h) / 2
     out = torch.stack([cx - half, cy - half, cx + half, cy + half], dim=-1)
     return clip_boxes(out, height, width)
+
+
+def rescale_boxes(boxes: Tensor, src_hw: tuple[float, float], dst_hw: tuple[float, float]) -> Tensor:
+    """Pixel xyxy boxes [..., 4] of a ``src_hw`` (height, width) frame -> the same boxes in a resized ``dst_hw`` frame.
+
+    Ego4D boxes refer to ``original_height x original_width``; extracted clips and cached frames may be smaller.
+    """
+    sy, sx = dst_hw[0] / src_hw[0], dst_hw[1] / src_hw[1]
+    return boxes * boxes.new_tensor([sx, sy, sx, sy])

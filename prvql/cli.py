@@ -39,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"prvql.commands.{module_name}")
         summary = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
-        p = sub.add_parser(name, help=summary, description=(module.__doc__ or "").strip())
+        p = sub.add_parser(
+            name,
+            help=summary,
+            description=(module.__doc__ or "").strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser

@@ -1,0 +1,69 @@
+"""Training augmentation of one window, with ``torchvision.transforms.v2`` moving the boxes with the pixels.
+
+Applied to the padded square input (as the released code does), with ONE set of random parameters for all frames
+of the window: colour jitter, horizontal flip, random resized crop back to the input size. A frame whose box leaves
+the crop becomes a negative frame (occurrence false, box zeroed).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+
+class WindowAugment:
+    """Window-consistent photometric and geometric augmentation.
+
+    Args:
+        size: side S of the square frames.
+        color_jitter: (brightness, contrast, saturation) strengths; hue is left alone.
+        flip_prob: probability of a horizontal flip.
+        crop_scale: area fraction range of the random resized crop.
+        crop_ratio: aspect-ratio range of the random resized crop.
+        min_box_side: a box narrower or shorter than this (pixels of S) after the crop counts as gone.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        color_jitter: tuple[float, float, float],
+        flip_prob: float,
+        crop_scale: tuple[float, float],
+        crop_ratio: tuple[float, float],
+        min_box_side: float = 1.0,
+    ) -> None:
+        self.size = size
+        self.min_box_side = min_box_side
+        brightness, contrast, saturation = color_jitter
+        self.transform = v2.Compose(
+            [
+                v2.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation),
+                v2.RandomHorizontalFlip(p=flip_prob),
+                v2.RandomResizedCrop((size, size), scale=crop_scale, ratio=crop_ratio, antialias=True),
+            ]
+        )
+
+    def __call__(self, frames: Tensor, boxes: Tensor, occurrence: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Augment one window (randomness from torch's global generator).
+
+        Args:
+            frames: float [T, 3, S, S] in [0, 1] (padded square, before normalisation).
+            boxes: float [T, 4] normalised xyxy (ignored where ``occurrence`` is false).
+            occurrence: bool [T].
+
+        Returns:
+            frames float [T, 3, S, S] in [0, 1], boxes [T, 4] normalised xyxy (zeros where absent), occurrence [T].
+        """
+        video = tv_tensors.Video(frames)
+        pixel_boxes = tv_tensors.BoundingBoxes(
+            boxes * self.size, format=tv_tensors.BoundingBoxFormat.XYXY, canvas_size=(self.size, self.size)
+        )
+        video, pixel_boxes = self.transform(video, pixel_boxes)
+        out_boxes = pixel_boxes.as_subclass(Tensor).clamp(0, self.size)
+        sides = out_boxes[:, 2:] - out_boxes[:, :2]
+        visible = (sides >= self.min_box_side).all(dim=1)
+        occurrence = occurrence & visible
+        out_boxes = torch.where(occurrence[:, None], out_boxes / self.size, torch.zeros_like(out_boxes))
+        return video.as_subclass(Tensor).clamp(0, 1), out_boxes, occurrence

@@ -1,0 +1,162 @@
+"""Real photographs for synthetic episodes: backgrounds and object cut-outs from ``skimage.data``.
+
+Every picture belongs to one pool, ``"train"`` or ``"heldout"``, so that with ``split_imagery`` no held-out
+target or background is ever seen in training episodes. Without scikit-image, procedural textures stand in.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """An object cut from a photograph.
+
+    Attributes:
+        title: object name (written as ``object_title``).
+        source: picture name (see :func:`load_picture`).
+        crop: (top, bottom, left, right) in the picture's pixels.
+        mask: ``"ellipse"``, ``"rect"``, ``"alpha"`` (the picture's own alpha) or ``"silhouette"`` (a boolean
+            picture, filled with the texture of ``texture``).
+        pool: ``"train"`` or ``"heldout"``.
+        texture: picture used to fill a silhouette.
+    """
+
+    title: str
+    source: str
+    crop: tuple[int, int, int, int]
+    mask: str
+    pool: str
+    texture: str = ""
+
+
+OBJECTS = (
+    ObjectSpec("face", "astronaut", (25, 175, 150, 265), "ellipse", "train"),
+    ObjectSpec("helmet", "astronaut", (345, 510, 350, 505), "ellipse", "train"),
+    ObjectSpec("space shuttle", "astronaut", (0, 280, 360, 460), "rect", "train"),
+    ObjectSpec("coffee cup", "coffee", (0, 300, 160, 420), "ellipse", "train"),
+    ObjectSpec("cat", "chelsea", (20, 290, 90, 380), "ellipse", "train"),
+    ObjectSpec("logo", "logo", (0, 500, 0, 500), "alpha", "train"),
+    ObjectSpec("coin", "coins", (15, 75, 305, 365), "ellipse", "train"),
+    ObjectSpec("horse", "horse", (0, 328, 0, 400), "silhouette", "train", texture="immunohistochemistry"),
+    ObjectSpec("rocket", "rocket", (120, 420, 280, 360), "rect", "heldout"),
+    ObjectSpec("motorcycle", "motorcycle", (121, 397, 69, 605), "rect", "heldout"),
+    ObjectSpec("sign", "text", (0, 172, 0, 448), "rect", "heldout"),
+    ObjectSpec("ball", "retina", (0, 640, 0, 640), "ellipse", "heldout"),
+)
+
+BACKGROUNDS = {
+    "train": ("astronaut", "coffee", "chelsea", "hubble_deep_field", "immunohistochemistry", "camera"),
+    "heldout": ("rocket", "motorcycle_right", "grass", "gravel", "moon"),
+}
+
+_FALLBACK_OBJECTS = tuple(
+    ObjectSpec(f"pattern {i}", f"noise_{i}", (0, 256, 0, 256), "ellipse" if i % 2 else "rect", pool)
+    for i, pool in enumerate(("train",) * 6 + ("heldout",) * 3)
+)
+_FALLBACK_BACKGROUNDS = {"train": ("noise_10", "noise_11", "noise_12"), "heldout": ("noise_13", "noise_14")}
+
+
+def has_photographs() -> bool:
+    try:
+        import skimage.data  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def object_specs(pool: str | None) -> tuple[ObjectSpec, ...]:
+    """Objects of ``pool`` (``"train"``/``"heldout"``), or all of them for ``None``."""
+    specs = OBJECTS if has_photographs() else _FALLBACK_OBJECTS
+    return tuple(s for s in specs if pool is None or s.pool == pool)
+
+
+def background_names(pool: str | None) -> tuple[str, ...]:
+    """Background pictures of ``pool``, or all of them for ``None``."""
+    table = BACKGROUNDS if has_photographs() else _FALLBACK_BACKGROUNDS
+    return tuple(n for p, names in table.items() if pool is None or p == pool for n in names)
+
+
+def same_picture(background: str, source: str) -> bool:
+    """Whether a background shows the picture an object was cut from (``motorcycle_right`` shows ``motorcycle``)."""
+    return background == source or background.startswith(f"{source}_")
+
+
+def _noise_picture(seed: int, size: int = 256) -> np.ndarray:
+    """Smooth coloured noise (sum of upsampled random grids), uint8 [size, size, 3]."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((size, size, 3), dtype=np.float32)
+    for cells in (4, 8, 16):
+        grid = rng.random((cells, cells, 3)).astype(np.float32)
+        out += np.asarray(Image.fromarray((grid * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)) / cells
+    out -= out.min()
+    return (out / out.max() * 255).astype(np.uint8)
+
+
+MAX_PICTURE_SIDE = 640  # larger pictures are shrunk once when loaded (crops above use the shrunk size)
+
+
+@functools.cache
+def load_picture(name: str) -> np.ndarray:
+    """A picture as uint8 [H, W, 3] or [H, W, 4] (``logo``) or bool [H, W] (``horse``), long side <= 640."""
+    if name.startswith("noise_"):
+        return _noise_picture(int(name.split("_")[1]))
+    import skimage.data
+
+    if name.startswith("motorcycle"):
+        image = np.asarray(skimage.data.stereo_motorcycle()[name == "motorcycle_right"])
+    else:
+        image = np.asarray(getattr(skimage.data, name)())
+    if image.ndim == 2 and image.dtype != bool:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.dtype != bool and max(image.shape[:2]) > MAX_PICTURE_SIDE:
+        scale = MAX_PICTURE_SIDE / max(image.shape[:2])
+        size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+        image = np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS))
+    return image
+
+
+def object_image(spec: ObjectSpec, long_side: int) -> Image.Image:
+    """The object as an RGBA image whose long side is ``long_side`` pixels (alpha = its mask)."""
+    top, bottom, left, right = spec.crop
+    picture = load_picture(spec.source)
+    if spec.mask == "silhouette":
+        shape = ~picture[top:bottom, left:right]  # skimage's silhouettes are False on the figure
+        texture = Image.fromarray(load_picture(spec.texture)[..., :3]).resize(shape.shape[::-1])
+        rgba = np.dstack([np.asarray(texture), shape.astype(np.uint8) * 255])
+    elif spec.mask == "alpha":
+        rgba = picture[top:bottom, left:right]
+    else:
+        rgb = picture[top:bottom, left:right, :3]
+        alpha = Image.new("L", (rgb.shape[1], rgb.shape[0]), 255 if spec.mask == "rect" else 0)
+        if spec.mask == "ellipse":
+            ImageDraw.Draw(alpha).ellipse((0, 0, rgb.shape[1] - 1, rgb.shape[0] - 1), fill=255)
+        rgba = np.dstack([rgb, np.asarray(alpha)])
+    image = Image.fromarray(np.ascontiguousarray(rgba), "RGBA")
+    scale = long_side / max(image.size)
+    return image.resize((max(2, round(image.width * scale)), max(2, round(image.height * scale))), Image.LANCZOS)
+
+
+def background_image(name: str, width: int, height: int) -> Image.Image:
+    """The picture resized to cover ``width x height`` and centre-cropped to it (RGB)."""
+    image = Image.fromarray(load_picture(name)[..., :3])
+    scale = max(width / image.width, height / image.height)
+    image = image.resize((round(image.width * scale) + 1, round(image.height * scale) + 1), Image.BICUBIC)
+    left, top = (image.width - width) // 2, (image.height - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def recolour(image: Image.Image, shift: int, tint: tuple[float, float, float]) -> Image.Image:
+    """A look-alike of an RGBA image: hue rotated by ``shift`` (0..255), then multiplied by ``tint`` (so grey
+    objects change colour too); alpha kept."""
+    hsv = np.asarray(image.convert("RGB").convert("HSV")).copy()
+    hsv[..., 0] = (hsv[..., 0].astype(np.int32) + shift) % 256
+    rgb = np.asarray(Image.fromarray(hsv, "HSV").convert("RGB")).astype(np.float32) * np.asarray(tint, np.float32)
+    out = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+    out.putalpha(image.getchannel("A"))
+    return out

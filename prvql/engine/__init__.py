@@ -1,0 +1,1 @@
+"""Procedures around the model: training, validation, inference over clips, post-processing, predictions files."""
