@@ -1,0 +1,118 @@
+"""Time one PRVQL training iteration (forward, losses, backward, clipping, AdamW step) and print JSON.
+
+Default: the paper configuration (``prvql_vitb14``: DINOv2 ViT-B/14 at 448 px, K = 3 stages, 30-frame windows)
+with RANDOM backbone weights, batch 1, on the CPU. Inputs are random tensors with a target box in half of the
+frames, so no data is read. The backbone forward is also timed on its own (it runs without gradient).
+
+    python benchmarks/bench_train_step.py                       # paper config, CPU, 1 timed step
+    python benchmarks/bench_train_step.py --config tiny --steps 5 --warmup 1
+    python benchmarks/bench_train_step.py --device cuda --batch-size 3 --steps 10 --warmup 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import time
+
+import torch
+
+from prvql.config import load_config
+from prvql.criterion import Targets, build_criterion
+from prvql.engine.schedule import build_optimizer
+from prvql.engine.train import set_train_mode
+from prvql.model import build_prvql
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="prvql_vitb14", help="config file or preset (default: prvql_vitb14)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=1, help="timed iterations")
+    parser.add_argument("--warmup", type=int, default=0, help="untimed iterations first")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    args = parser.parse_args()
+
+    cfg = load_config(args.config, ["model.backbone.weights=null", *args.overrides])
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = build_prvql(cfg.model).to(device)
+    set_train_mode(model, cfg.train.whole_model_eval)
+    criterion = build_criterion(cfg.loss, cfg.model.num_stages)
+    optimizer = build_optimizer(model, cfg.train.lr, cfg.train.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    b, t, s = args.batch_size, cfg.model.num_frames, cfg.model.input_size
+    frames = torch.randn(b, t, 3, s, s, device=device)
+    query = torch.randn(b, 3, s, s, device=device)
+    occurrence = (torch.arange(t, device=device) % 2 == 0).expand(b, t).clone()
+    boxes = torch.tensor([0.3, 0.3, 0.6, 0.55], device=device).expand(b, t, 4) * occurrence[..., None]
+    batch = Targets(boxes=boxes, occurrence=occurrence, before_query=torch.ones(b, t, dtype=torch.bool, device=device))
+
+    def step() -> float:
+        _sync(device)
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16 and device.type == "cuda"):
+            outputs = model(frames, query)
+        loss = criterion(outputs, batch)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+        optimizer.step()
+        _sync(device)
+        return time.perf_counter() - start
+
+    for _ in range(args.warmup):
+        step()
+    times = [step() for _ in range(args.steps)]
+    _sync(device)
+    start = time.perf_counter()
+    model.extract_features(torch.cat([query, frames.flatten(0, 1)]))
+    _sync(device)
+    backbone = time.perf_counter() - start
+
+    result = {
+        "config": args.config,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "torch_threads": torch.get_num_threads(),
+        "batch_size": b,
+        "frames": t,
+        "input_size": s,
+        "stages": cfg.model.num_stages,
+        "backbone": cfg.model.backbone.name,
+        "trainable_params_m": round(sum(p.numel() for p in params) / 1e6, 2),
+        "sec_per_iter_median": round(statistics.median(times), 3),
+        "sec_per_iter_all": [round(x, 3) for x in times],
+        "backbone_forward_sec": round(backbone, 3),
+        "peak_memory_gb": round(
+            torch.cuda.max_memory_allocated(device) / 2**30
+            if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            2,
+        ),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Run a trained model over Ego4D clips and write the VQ2D challenge predictions JSON.
+
+Every valid query set is searched over the frames before its query frame; the backbone runs once per clip frame
+whatever the number of queries on the clip. Per-query score curves are cached in ``OUTPUT.cache/<key>.npz`` as
+clips finish (``--resume`` skips the cached ones; ``prvql visualize`` and ``prvql locate``-style plots read them).
+A missing or unreadable clip is reported and its queries are written empty; the run goes on.
+
+Several processes share the clips under torchrun (rank r takes clips i with i % world == r), e.g.
+``torchrun --nproc_per_node 8 -m prvql predict ...``; rank 0 writes the file when every rank has finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from prvql.errors import PRVQLError
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 5.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="config file or preset (default: the one stored in --weights)")
+    parser.add_argument(
+        "--weights", type=Path, help="trained weights (.safetensors; with neither option: the shipped demo model)"
+    )
+    parser.add_argument("--annotations", required=True, type=Path, help="Ego4D VQ2D file, e.g. vq_val.json")
+    parser.add_argument("--clips", required=True, type=Path, help="folder of <clip_uid>.mp4 (5 fps clips)")
+    parser.add_argument("--output", required=True, type=Path, help="predictions JSON to write")
+    parser.add_argument("--cache", type=Path, help="per-query score folder (default: OUTPUT.cache)")
+    parser.add_argument("--resume", action="store_true", help="reuse cached per-query results")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="auto = CUDA when available (under torchrun: the local rank's GPU)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. inference.windows_per_batch=8 (repeatable)",
+    )
+
+
+def _wait_for_ranks(cache_dir: Path, world_size: int) -> list[str]:
+    """Block until every rank's ``done.<rank>.json`` exists; return the clips they could not read."""
+    import json
+    import time
+
+    markers = [cache_dir / f"done.{rank}.json" for rank in range(world_size)]
+    while not all(m.exists() for m in markers):
+        time.sleep(POLL_SECONDS)
+    return [clip for m in markers for clip in json.loads(m.read_text())["failed_clips"]]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from prvql.atomic import atomic_write_json
+    from prvql.config import config_to_dict
+    from prvql.data.annotations import load_annotations
+    from prvql.engine.batch_predict import ScoreCache, clip_jobs, predict_clips, tracks_from_cache
+    from prvql.engine.distributed import barrier, init_distributed, shutdown
+    from prvql.engine.inference import build_predictor
+    from prvql.engine.postprocess import build_postprocessor
+    from prvql.engine.predictions import write_predictions
+    from prvql.engine.trained_model import default_model_paths, load_inference_model
+
+    annotations = load_annotations(args.annotations)
+    if not args.clips.is_dir():
+        raise PRVQLError(f"--clips: {args.clips} is not a folder")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise PRVQLError("--device: cuda asked for but CUDA is not available")
+    cfg, model = load_inference_model(args.config, args.weights, args.overrides)
+    postprocess = build_postprocessor(cfg.inference)
+    info = init_distributed(args.device)
+    cache = ScoreCache(args.cache or args.output.with_name(args.output.name + ".cache"))
+    try:
+        if info.is_main:
+            cache.root.mkdir(parents=True, exist_ok=True)
+            weights = args.weights if args.weights is not None else default_model_paths()[1]
+            cache.write_meta(config_to_dict(cfg), weights, args.resume)
+            for marker in cache.root.glob("done.*.json"):
+                marker.unlink()
+            if not args.resume:
+                cache.clear()
+        barrier()
+        jobs = clip_jobs(annotations)[info.rank :: info.world_size]
+        predictor = build_predictor(cfg, model, info.device)
+
+        def progress(items):
+            return tqdm(items, desc=f"predict rank {info.rank}", unit="clip", position=info.rank, disable=None)
+
+        failed = predict_clips(predictor, jobs, args.clips, cache, resume=args.resume, progress=progress)
+        atomic_write_json(cache.root / f"done.{info.rank}.json", {"failed_clips": failed})
+        if not info.is_main:
+            return 0
+        failed = _wait_for_ranks(cache.root, info.world_size)
+    finally:
+        shutdown()
+    tracks = tracks_from_cache(annotations, cache, postprocess)
+    write_predictions(args.output, annotations, tracks)
+    valid = sum(r.is_valid for r in annotations.records())
+    print(
+        f"wrote {args.output}: {len(tracks)} of {valid} valid query sets predicted"
+        + (f"; {len(failed)} clips missing or unreadable: {', '.join(failed[:5])}" if failed else "")
+    )
+    return 0

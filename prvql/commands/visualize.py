@@ -1,0 +1,110 @@
+"""Draw one query's predicted and ground-truth response tracks on its clip (an mp4), and its score curve.
+
+The video shows the searched frames 0 .. query_frame - 1 and then the query frame, at the clip's rate: the
+prediction in green, the ground truth in red, the visual crop in the top-left corner. When ``prvql predict``'s
+per-query cache holds this query (``PREDICTIONS.cache/<key>.npz``, or --cache), the best box of every frame is
+drawn in grey and the score curve goes to ``OUTPUT`` with the suffix ``.scores.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from prvql.errors import PRVQLError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--annotations", required=True, type=Path, help="Ego4D VQ2D annotation file")
+    parser.add_argument("--predictions", required=True, type=Path, help="challenge predictions JSON")
+    parser.add_argument("--clips", required=True, type=Path, help="folder of <clip_uid>.mp4")
+    parser.add_argument("--query", required=True, help="query key: <annotation_uid>_<query_set>")
+    parser.add_argument("--output", required=True, type=Path, help="mp4 to write")
+    parser.add_argument("--cache", type=Path, help="per-query score folder (default: PREDICTIONS.cache)")
+    parser.add_argument("--margin", type=int, help="only frames within this many of either track (default: all)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from prvql.data.annotations import load_annotations
+    from prvql.data.video import VideoReader, write_video
+    from prvql.engine.batch_predict import ScoreCache
+    from prvql.engine.postprocess import build_postprocessor
+    from prvql.engine.predictions import load_predictions
+    from prvql.engine.render import (
+        CANDIDATE_COLOR,
+        GROUND_TRUTH_COLOR,
+        PREDICTION_COLOR,
+        Overlay,
+        draw_overlays,
+        even_size,
+        paste_inset,
+        plot_scores,
+    )
+    from prvql.metrics.structures import ResponseTrack
+
+    annotations = load_annotations(args.annotations)
+    records = {r.key: r for r in annotations.records()}
+    if args.query not in records:
+        raise PRVQLError(f"{args.annotations}: no query set with key {args.query!r} (keys: annotation_uid_queryset)")
+    record = records[args.query]
+    if not record.is_valid or record.clip_uid is None:
+        raise PRVQLError(f"{args.annotations}: query set {args.query} is invalid or has no clip")
+    predicted = load_predictions(args.predictions, annotations).get(record.key, ResponseTrack.empty())
+    truth = ResponseTrack.from_pairs(record.response_track) if record.response_track else ResponseTrack.empty()
+    cache = ScoreCache(args.cache or args.predictions.with_name(args.predictions.name + ".cache"))
+    curve = cache.load(record.key) if record.key in cache else None
+
+    reader = VideoReader(args.clips / f"{record.clip_uid}.mp4")
+    sx, sy = reader.width / record.frame_width, reader.height / record.frame_height
+    scale = np.array([sx, sy, sx, sy])
+    last = min(record.query_frame, reader.num_frames - 1)
+    first = 0
+    if args.margin is not None:
+        spans = [t.extent for t in (predicted, truth) if len(t)] or [(last, last)]
+        first = max(0, min(s for s, _ in spans) - args.margin)
+        last = min(last, max(e for _, e in spans) + args.margin)
+    crop = reader.read([record.visual_crop_frame])[0]
+    x1, y1, x2, y2 = (np.array(record.visual_crop_box) * scale).round().astype(int)
+    inset = crop[max(y1, 0) : max(y2, y1 + 1), max(x1, 0) : max(x2, x1 + 1)]
+    pred_boxes = dict(zip(predicted.frames.tolist(), predicted.boxes * scale, strict=True))
+    true_boxes = dict(zip(truth.frames.tolist(), truth.boxes * scale, strict=True))
+
+    def frames_out():
+        for fno, frame in zip(range(first, last + 1), reader.iter_frames(first, last + 1), strict=False):
+            overlays = []
+            if curve is not None and fno < len(curve) and fno not in pred_boxes:
+                overlays.append(
+                    Overlay(tuple(curve.boxes[fno] * scale), CANDIDATE_COLOR, f"{curve.scores[fno]:.2f}", 1)
+                )
+            if fno in true_boxes:
+                overlays.append(Overlay(tuple(true_boxes[fno]), GROUND_TRUTH_COLOR, "truth", 3))
+            if fno in pred_boxes:
+                overlays.append(Overlay(tuple(pred_boxes[fno]), PREDICTION_COLOR, "prediction", 3))
+            if fno == record.query_frame:
+                overlays.append(Overlay((2.0, 2.0, reader.width - 2.0, reader.height - 2.0), "white", "query frame", 2))
+            yield even_size(paste_inset(draw_overlays(frame, overlays), inset, max(32, min(frame.shape[:2]) // 4)))
+
+    count = write_video(args.output, frames_out(), reader.fps or 5.0)
+    reader.close()
+    print(f"wrote {args.output}: frames {first}-{last} ({count}), prediction {predicted.extent}, truth {truth.extent}")
+    if curve is not None and len(curve):
+        from prvql.config import Config, config_from_dict
+
+        recorded = cache.read_config()
+        cfg = config_from_dict(recorded) if recorded is not None else Config()
+        window = build_postprocessor(cfg.inference).window(curve.scores)
+        png = args.output.with_suffix(".scores.png")
+        plot_scores(
+            png,
+            curve.scores,
+            peak=window.peak,
+            peak_threshold=window.peak_threshold,
+            track_threshold=window.track_threshold,
+            track=predicted.extent,
+            ground_truth=truth.extent,
+            title=f"{record.key} ({record.object_title})",
+        )
+        print(f"wrote {png}")
+    return 0

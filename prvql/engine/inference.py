@@ -1,0 +1,397 @@
+"""Inference over whole clips: the best anchor's score and box for every searched frame of every query.
+
+The :class:`Predictor` streams a clip window by window. For each chunk of ``windows_per_batch`` window starts it
+decodes only the frames not seen yet, runs the frozen backbone on them once, and then runs the refinement stages
+for every query whose search range reaches that chunk, on the cached features. Only one chunk of backbone features
+is alive at a time, so memory does not grow with clip length beyond the per-frame results (a score and a box per
+frame and query). Within one call the backbone sees every decoded frame exactly once, plus each query crop once.
+
+Windows have the training length T and start at ``0, T - overlap, 2 (T - overlap), ...`` until they cover
+frames ``0 .. num_frames - 1``. A window that runs past the last searched frame is padded by repeating that frame's
+features (which equals repeating the frame, since the backbone is per frame); the padded positions' outputs are
+discarded. With ``window_overlap > 0`` a frame is scored by several windows: its score is the mean (or the max,
+``overlap_reduce="max"``) of their scores and its box comes from the window that scored it highest.
+
+Each window is independent, as in the released code: temporal attention and the knowledge generation modules
+never see frames of another window. Only the final stage is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from prvql.atomic import atomic_path
+from prvql.boxes import denormalize_boxes
+from prvql.config import Config
+from prvql.data.transforms import prepare_frames
+from prvql.errors import PRVQLError
+
+logger = logging.getLogger(__name__)
+
+OVERLAP_REDUCTIONS = ("mean", "max")
+
+
+@dataclass
+class FrameScores:
+    """Per-frame result of one query over its searched frames ``0 .. N-1`` (model-fps frame indices).
+
+    Attributes:
+        scores: [N] float32, sigmoid of the best anchor's logit in each frame.
+        boxes: [N, 4] float32, that anchor's box, xyxy pixels of the output frame (see :class:`ClipQuery`).
+    """
+
+    scores: np.ndarray
+    boxes: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def save(self, path: str | Path) -> None:
+        """Write an ``.npz`` file atomically."""
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, scores=self.scores.astype(np.float32), boxes=self.boxes.astype(np.float32))
+
+    @classmethod
+    def load(cls, path: str | Path) -> FrameScores:
+        """Read a file written by :meth:`save`; a corrupt or inconsistent file raises :class:`PRVQLError`."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                scores, boxes = data["scores"], data["boxes"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise PRVQLError(f"{path}: not a per-frame score file ({exc})") from exc
+        if scores.ndim != 1 or boxes.shape != (scores.shape[0], 4):
+            raise PRVQLError(f"{path}: scores {scores.shape} and boxes {boxes.shape} do not match")
+        return cls(scores=scores, boxes=boxes)
+
+
+@dataclass
+class ClipQuery:
+    """One query to search in a clip.
+
+    Attributes:
+        key: name of the result in :meth:`Predictor.predict_clip`'s output.
+        image: [3, S, S] query crop as made by ``prvql.data.prepare_query``.
+        num_frames: frames ``0 .. num_frames - 1`` of the clip are searched (Ego4D: the query frame).
+        output_size: (height, width) of the frame the boxes are reported in, e.g. the annotation's original
+            resolution when the clip was extracted smaller; ``None`` = the decoded frame size. The aspect ratio
+            must be the decoded frame's.
+    """
+
+    key: str
+    image: Tensor
+    num_frames: int
+    output_size: tuple[int, int] | None = None
+
+
+@dataclass
+class PredictorStats:
+    """Counters and timings accumulated over a Predictor's calls (timings are exact only with ``sync_timing``)."""
+
+    backbone_calls: int = 0
+    backbone_images: int = 0
+    stage_calls: int = 0
+    stage_windows: int = 0
+    frames_decoded: int = 0
+    max_buffered_frames: int = 0  # most frames whose backbone features were held at once
+    backbone_seconds: float = 0.0
+    stage_seconds: float = 0.0
+    decode_seconds: float = 0.0  # decoding + preprocessing
+
+
+@dataclass
+class _Accumulator:
+    """Running per-frame reduction for one query; boxes normalised xyxy until the end."""
+
+    num_frames: int
+    reduce: str
+    total: np.ndarray = field(init=False)
+    count: np.ndarray = field(init=False)
+    best: np.ndarray = field(init=False)
+    boxes: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.total = np.zeros(self.num_frames, np.float64)
+        self.count = np.zeros(self.num_frames, np.int64)
+        self.best = np.full(self.num_frames, -np.inf, np.float64)
+        self.boxes = np.zeros((self.num_frames, 4), np.float32)
+
+    def add(self, start: int, scores: np.ndarray, boxes: np.ndarray) -> None:
+        """Add one window's outputs for frames ``start .. start + len(scores) - 1``: [n] scores, [n, 4] boxes."""
+        sl = slice(start, start + scores.shape[0])
+        self.total[sl] += scores
+        self.count[sl] += 1
+        better = scores > self.best[sl]
+        self.best[sl] = np.where(better, scores, self.best[sl])
+        self.boxes[sl][better] = boxes[better]
+
+    def result(self, height: int, width: int) -> FrameScores:
+        if (self.count == 0).any():
+            raise RuntimeError("a searched frame was not covered by any window")
+        scores = self.best if self.reduce == "max" else self.total / self.count
+        boxes = denormalize_boxes(torch.from_numpy(self.boxes), height, width).numpy()
+        return FrameScores(scores=scores.astype(np.float32), boxes=boxes.astype(np.float32))
+
+
+def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
+    """Start frames of the windows covering ``0 .. num_frames - 1``: ``0, stride, ...`` until the end is reached.
+
+    ``ceil(num_frames / window)`` windows without overlap; none for ``num_frames <= 0``.
+    """
+    if num_frames <= 0:
+        return []
+    count = 1 + math.ceil(max(num_frames - window, 0) / stride)
+    return [k * stride for k in range(count)]
+
+
+class Predictor:
+    """Per-frame scores and boxes of every query of a clip, with the backbone run once per frame.
+
+    Args:
+        model: a PRVQL model with ``extract_features`` and ``forward_features``; put in eval mode here.
+        num_frames: T, the training window length.
+        input_size: S, the square model input side.
+        pad_value: value of the pad-to-square band (the training one).
+        windows_per_batch: windows per stage forward pass; also the number of window starts per streamed chunk.
+        window_overlap: frames shared by consecutive windows (0 = the released code's non-overlapping windows).
+        overlap_reduce: ``"mean"`` or ``"max"`` of a frame's scores over the windows that cover it.
+        device: where the model runs.
+        bf16: bfloat16 autocast (CUDA only; ignored elsewhere).
+        sync_timing: synchronise CUDA around timed sections so ``stats`` timings are exact (slower).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        num_frames: int,
+        input_size: int,
+        pad_value: float,
+        windows_per_batch: int = 4,
+        window_overlap: int = 0,
+        overlap_reduce: str = "mean",
+        device: str | torch.device = "cpu",
+        bf16: bool = False,
+        sync_timing: bool = False,
+    ) -> None:
+        if num_frames < 1 or windows_per_batch < 1:
+            raise PRVQLError(
+                f"inference: num_frames ({num_frames}) and windows_per_batch ({windows_per_batch}) must be >= 1"
+            )
+        if not 0 <= window_overlap < num_frames:
+            raise PRVQLError(f"inference.window_overlap: must be in [0, {num_frames - 1}] (got {window_overlap})")
+        if overlap_reduce not in OVERLAP_REDUCTIONS:
+            raise PRVQLError(f"inference.overlap_reduce: must be one of {OVERLAP_REDUCTIONS} (got {overlap_reduce!r})")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.num_frames = num_frames
+        self.input_size = input_size
+        self.pad_value = pad_value
+        self.windows_per_batch = windows_per_batch
+        self.stride = num_frames - window_overlap
+        self.overlap_reduce = overlap_reduce
+        self.bf16 = bf16 and self.device.type == "cuda"
+        self.sync_timing = sync_timing
+        self.stats = PredictorStats()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # public API
+
+    @torch.inference_mode()
+    def predict_clip(self, frames: Iterable[np.ndarray], queries: Sequence[ClipQuery]) -> dict[str, FrameScores]:
+        """Search one clip for several queries, sharing the backbone features of its frames.
+
+        Args:
+            frames: the clip's frames in order from frame 0, each uint8 [H, W, 3] (e.g. ``VideoReader.iter_frames``);
+                read lazily, only as far as the largest ``num_frames``.
+            queries: the queries; keys must be distinct.
+
+        Returns:
+            key -> :class:`FrameScores` over frames ``0 .. num_frames - 1``. If the clip has fewer frames than a
+            query's ``num_frames``, that query is searched over the frames that exist (a warning is logged).
+        """
+        keys = [q.key for q in queries]
+        if len(set(keys)) != len(keys):
+            raise ValueError("predict_clip: query keys must be distinct")
+        empty = FrameScores(np.zeros(0, np.float32), np.zeros((0, 4), np.float32))
+        active = [q for q in queries if q.num_frames > 0]
+        results = {q.key: empty for q in queries if q.num_frames <= 0}
+        if not active:
+            return results
+
+        query_feats = self._backbone(torch.stack([q.image for q in active]).to(self.device))
+        lengths = [q.num_frames for q in active]
+        stream = _FrameStream(iter(frames), self)
+        accumulators: list[_Accumulator | None] = [None] * len(active)
+        chunk = 0
+        while True:
+            ks = range(chunk * self.windows_per_batch, (chunk + 1) * self.windows_per_batch)
+            wanted = self._windows(ks, lengths)
+            if not wanted:
+                break
+            stream.advance(ks[0] * self.stride, min(max(s + self.num_frames for _, s in wanted), max(lengths)))
+            if stream.exhausted_at is not None and stream.exhausted_at < max(lengths):
+                lengths = self._truncate(lengths, stream.exhausted_at, active)
+                wanted = self._windows(ks, lengths)
+            for i in {i for i, _ in wanted}:
+                if accumulators[i] is None:
+                    accumulators[i] = _Accumulator(lengths[i], self.overlap_reduce)
+            for b in range(0, len(wanted), self.windows_per_batch):
+                self._run_windows(wanted[b : b + self.windows_per_batch], lengths, stream, query_feats, accumulators)
+            chunk += 1
+
+        height, width = stream.frame_size or (1, 1)
+        for q, acc, n in zip(active, accumulators, lengths, strict=True):
+            if acc is None or n == 0:
+                results[q.key] = empty
+                continue
+            out_h, out_w = q.output_size or (height, width)
+            results[q.key] = acc.result(out_h, out_w)
+        return {k: results[k] for k in keys}
+
+    def predict(self, frames: Iterable[np.ndarray], query: ClipQuery) -> FrameScores:
+        """One query: :meth:`predict_clip` with a single entry."""
+        return self.predict_clip(frames, [query])[query.key]
+
+    # ------------------------------------------------------------------------------------------------------------
+    # internals
+
+    def _windows(self, ks: range, lengths: list[int]) -> list[tuple[int, int]]:
+        """(query index, start frame) of windows ``ks`` that the queries with these search lengths need."""
+        counts = [len(window_starts(n, self.num_frames, self.stride)) for n in lengths]
+        return [(i, k * self.stride) for k in ks for i, count in enumerate(counts) if k < count]
+
+    def _truncate(self, lengths: list[int], available: int, active: Sequence[ClipQuery]) -> list[int]:
+        out = []
+        for q, n in zip(active, lengths, strict=True):
+            if n > available:
+                logger.warning("query %s: clip has %d frames, fewer than the %d to search", q.key, available, n)
+            out.append(min(n, available))
+        return out
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.bf16:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _sync(self) -> None:
+        if self.sync_timing and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _backbone(self, images: Tensor) -> Tensor:
+        """[N, 3, S, S] -> [N, C, h, w] backbone features (counted in ``stats``)."""
+        self._sync()
+        t0 = time.perf_counter()
+        with self._autocast():
+            feats = self.model.extract_features(images)
+        self._sync()
+        self.stats.backbone_seconds += time.perf_counter() - t0
+        self.stats.backbone_calls += 1
+        self.stats.backbone_images += images.shape[0]
+        return feats
+
+    def _run_windows(
+        self,
+        windows: list[tuple[int, int]],
+        lengths: list[int],
+        stream: _FrameStream,
+        query_feats: Tensor,
+        accumulators: list[_Accumulator | None],
+    ) -> None:
+        """One stage forward over windows ``(query index, start frame)``; results go to the accumulators."""
+        starts = torch.tensor([s for _, s in windows])[:, None]  # [B, 1]
+        last = torch.tensor([lengths[i] - 1 for i, _ in windows])[:, None]  # [B, 1]
+        frame_ids = torch.minimum(starts + torch.arange(self.num_frames), last)  # [B, T], padded with the last frame
+        frame_feats = stream.features(frame_ids)  # [B, T, C, h, w]
+        query = query_feats[[i for i, _ in windows]]  # [B, C, h, w]
+        self._sync()
+        t0 = time.perf_counter()
+        with self._autocast():
+            out = self.model.forward_features(frame_feats, query)
+        logits, boxes = out["logits"].float(), out["boxes"].float()  # [B, T, A], [B, T, A, 4]
+        best_logit, best = logits.max(dim=-1)  # [B, T]
+        best_boxes = torch.gather(boxes, 2, best[..., None, None].expand(-1, -1, 1, 4)).squeeze(2)  # [B, T, 4]
+        scores = torch.sigmoid(best_logit).cpu().numpy()
+        best_boxes = best_boxes.cpu().numpy()
+        self._sync()
+        self.stats.stage_seconds += time.perf_counter() - t0
+        self.stats.stage_calls += 1
+        self.stats.stage_windows += len(windows)
+        for b, (i, s) in enumerate(windows):
+            valid = min(self.num_frames, lengths[i] - s)
+            accumulators[i].add(s, scores[b, :valid], best_boxes[b, :valid])
+
+
+class _FrameStream:
+    """Decodes frames lazily and keeps the backbone features of a sliding range ``[start, end)`` of them."""
+
+    def __init__(self, frames: Iterator[np.ndarray], predictor: Predictor) -> None:
+        self.frames = frames
+        self.predictor = predictor
+        self.start = 0
+        self.end = 0
+        self.feats: Tensor | None = None  # [end - start, C, h, w]
+        self.frame_size: tuple[int, int] | None = None
+        self.exhausted_at: int | None = None
+
+    def advance(self, start: int, end: int) -> None:
+        """Drop features of frames before ``start``; decode and embed frames up to ``end`` (exclusive)."""
+        if self.feats is not None and start > self.start:
+            self.feats = self.feats[start - self.start :]
+            self.start = start
+        if end <= self.end or self.exhausted_at is not None:
+            return
+        p = self.predictor
+        t0 = time.perf_counter()
+        decoded = []
+        for _ in range(end - self.end):
+            frame = next(self.frames, None)
+            if frame is None:
+                self.exhausted_at = self.end + len(decoded)
+                break
+            decoded.append(np.asarray(frame))
+        p.stats.frames_decoded += len(decoded)
+        if not decoded:
+            return
+        if self.frame_size is None:
+            self.frame_size = (int(decoded[0].shape[0]), int(decoded[0].shape[1]))
+        images = prepare_frames(torch.from_numpy(np.stack(decoded)).to(p.device), p.input_size, p.pad_value)
+        p.stats.decode_seconds += time.perf_counter() - t0
+        feats = p._backbone(images)
+        self.feats = feats if self.feats is None else torch.cat([self.feats, feats])
+        p.stats.max_buffered_frames = max(p.stats.max_buffered_frames, self.feats.shape[0])
+        if self.end == 0:
+            self.start = 0
+        self.end += len(decoded)
+
+    def features(self, frame_ids: Tensor) -> Tensor:
+        """Absolute frame indices [...] (all in ``[start, end)``) -> features [..., C, h, w]."""
+        return self.feats[(frame_ids - self.start).to(self.feats.device)]
+
+
+def build_predictor(
+    cfg: Config, model: nn.Module, device: str | torch.device = "cpu", sync_timing: bool = False
+) -> Predictor:
+    """The Predictor for ``cfg``: reads ``cfg.inference``, ``cfg.model`` (T, S) and ``cfg.data.pad_value``."""
+    inf = cfg.inference
+    return Predictor(
+        model,
+        num_frames=cfg.model.num_frames,
+        input_size=cfg.model.input_size,
+        pad_value=cfg.data.pad_value,
+        windows_per_batch=inf.windows_per_batch,
+        window_overlap=inf.window_overlap,
+        overlap_reduce=inf.overlap_reduce,
+        device=device,
+        bf16=inf.bf16,
+        sync_timing=sync_timing,
+    )

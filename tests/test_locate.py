@@ -1,0 +1,151 @@
+"""`prvql locate` end to end on a synthetic 10 fps video, `prvql visualize`, and their input errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from prvql.cli import main
+from prvql.config import Config
+from prvql.data.video import VideoReader, write_video
+
+HEIGHT, WIDTH, SOURCE_FPS, NUM_FRAMES = 64, 96, 10.0, 20
+
+
+@pytest.fixture
+def video(tmp_path: Path) -> Path:
+    """20 frames at 10 fps: a bright square moving over smooth noise."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (NUM_FRAMES, HEIGHT // 8, WIDTH // 8, 3), dtype=np.uint8).repeat(8, 1).repeat(8, 2)
+    for i, frame in enumerate(frames):
+        frame[20:40, 10 + 2 * i : 30 + 2 * i] = 255
+    path = tmp_path / "walk.mp4"
+    write_video(path, frames, fps=SOURCE_FPS)
+    return path
+
+
+@pytest.fixture
+def weights(tiny_cfg: Config, tmp_path: Path) -> Path:
+    from prvql.checkpoint import save_weights
+    from prvql.model import build_prvql
+    from prvql.model.head import AnchorHead
+
+    torch.manual_seed(0)
+    model = build_prvql(tiny_cfg.model)
+    for head in (m for m in model.modules() if isinstance(m, AnchorHead)):
+        torch.nn.init.normal_(head.cls_out.weight, std=0.05)  # scores that vary from frame to frame
+    path = tmp_path / "tiny.safetensors"
+    save_weights(model, path, tiny_cfg)
+    return path
+
+
+def locate(video: Path, weights: Path, out: Path, *query: str) -> int:
+    return main(
+        ["locate", "--video", str(video), *query, "--weights", str(weights), "--output", str(out), "--device", "cpu"]
+    )
+
+
+def check_outputs(out: Path, searched: int, video_frames: int) -> dict:
+    report = json.loads((out / "track.json").read_text())
+    assert report["searched_frames"] == searched and report["model_fps"] == 5.0
+    assert report["source_fps"] == pytest.approx(SOURCE_FPS)
+    curve = report["curve"]
+    assert [c["frame"] for c in curve] == list(range(searched))
+    assert [c["source_frame"] for c in curve] == [2 * k for k in range(searched)]  # 10 fps sampled at 5 fps
+    assert [c["time"] for c in curve] == pytest.approx([0.2 * k for k in range(searched)])
+    for c in curve:
+        x1, y1, x2, y2 = c["box"]
+        assert 0 <= x1 <= x2 <= WIDTH and 0 <= y1 <= y2 <= HEIGHT and 0 < c["score"] < 1
+    track = report["track"]
+    assert 0 <= track["start"] <= track["peak"] <= track["end"] < searched
+    assert [f["frame"] for f in track["frames"]] == list(range(track["start"], track["end"] + 1))
+    assert track["peak_threshold"] > track["track_threshold"] > 0
+    assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with VideoReader(out / "track.mp4") as reader:
+        assert reader.num_frames == video_frames and reader.fps == pytest.approx(5.0)
+        assert (reader.height, reader.width) == (HEIGHT, WIDTH)
+    return report
+
+
+def test_locate_with_a_box_on_a_frame(video: Path, weights: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert locate(video, weights, out, "--query-frame", "15", "--query-box", "50,20,20,20") == 0
+    report = check_outputs(out, searched=8, video_frames=8 + 1)  # source frames 0, 2, .., 14; then the query frame
+    assert report["query"] == {"frame": 15, "time": 1.5, "box": [50.0, 20.0, 70.0, 40.0]}
+
+
+def test_locate_with_an_image_searches_the_whole_video(video: Path, weights: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    image = tmp_path / "mug.png"
+    Image.fromarray(np.full((24, 16, 3), 200, np.uint8)).save(image)
+    out = tmp_path / "out"
+    assert locate(video, weights, out, "--query", str(image)) == 0
+    check_outputs(out, searched=10, video_frames=10)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (["--query-frame", "15", "--query-box", "50,20,0,20"], "--query-box: width and height must be > 0"),
+        (["--query-frame", "15", "--query-box", "50,20,20"], "--query-box: expected x,y,w,h"),
+        (["--query-frame", "15", "--query-box", "a,b,c,d"], "--query-box: expected x,y,w,h"),
+        (["--query-frame", "15", "--query-box", "500,200,20,20"], "--query-box: 500,200,20,20 lies outside"),
+        (["--query-frame", "15"], "--query-frame and --query-box go together"),
+        (["--query-frame", "99", "--query-box", "1,1,5,5"], "--query-frame: must be in [0, 20)"),
+        (["--query-frame", "0", "--query-box", "1,1,5,5"], "--query-frame: no frame"),
+        (["--query", "nowhere.png"], "nowhere.png: query image not found"),
+    ],
+)
+def test_locate_bad_queries_exit_2(
+    video: Path, weights: Path, tmp_path: Path, capsys, query: list[str], message: str
+) -> None:
+    assert locate(video, weights, tmp_path / "out", *query) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "out" / "track.json").exists()
+
+
+def test_locate_missing_or_broken_video_exit_2(weights: Path, tmp_path: Path, capsys) -> None:
+    assert locate(tmp_path / "none.mp4", weights, tmp_path / "out", "--query-frame", "3", "--query-box", "1,1,5,5") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "none.mp4" in err
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 1000)
+    assert locate(broken, weights, tmp_path / "out", "--query-frame", "3", "--query-box", "1,1,5,5") == 2
+    assert "broken.mp4" in capsys.readouterr().err
+
+
+def test_config_without_weights_is_refused(video: Path, tmp_path: Path, capsys) -> None:
+    argv = [
+        "locate",
+        "--video",
+        str(video),
+        "--query-frame",
+        "5",
+        "--query-box",
+        "1,1,5,5",
+        "--config",
+        "tiny",
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    assert main(argv) == 2
+    assert "--weights" in capsys.readouterr().err
+
+
+def test_default_model_paths_name_the_missing_file(monkeypatch, tmp_path: Path) -> None:
+    from prvql.engine import trained_model
+    from prvql.errors import CheckpointError
+
+    monkeypatch.setattr(trained_model, "PACKAGE_DIR", tmp_path)
+    with pytest.raises(CheckpointError, match="demo.yaml"):
+        trained_model.default_model_paths()
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "demo.yaml").write_text("{}\n")
+    with pytest.raises(CheckpointError, match="demo.safetensors"):
+        trained_model.default_model_paths()
