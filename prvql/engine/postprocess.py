@@ -1,0 +1,184 @@
+"""Per-frame scores -> one response track (paper App. B, the released code's ``task_inference_results``).
+
+Given the occurrence score of every searched frame ``0 .. N-1`` (the frames before the query frame):
+
+1. smooth with a median filter (``scipy.signal.medfilt``, zero-padded ends; kernel 1 = no smoothing);
+2. find the local peaks (``scipy.signal.find_peaks``; a flat-topped peak counts once, at the middle of its plateau);
+3. keep the peaks scoring more than ``peak_ratio`` times the highest peak, and take the MOST RECENT of them;
+4. grow a contiguous window around it while the smoothed score is >= ``track_ratio`` times the peak's score;
+5. the response track is the per-frame boxes on that window.
+
+``reach_ends=True`` (default) lets steps 2 and 4 reach both ends of the search range: a maximum at frame 0 or at the
+last frame counts as a peak (the signal is padded with -inf before ``find_peaks``) and the window may grow onto
+frame 0 and onto frame N-1. ``reach_ends=False`` reproduces the released code exactly: ``find_peaks`` never
+reports an end frame; without any peak the peak is frame 0 if s[0] > s[-1], else frame N-1; the backward growth
+stops at frame 1 and the forward growth at frame N-2 (neither end frame is added unless it is the peak itself).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.signal import find_peaks, medfilt
+
+from prvql.config import InferenceConfig
+from prvql.errors import ConfigError
+from prvql.metrics.structures import ResponseTrack
+
+SCORE_MODES = ("constant", "peak")
+
+
+@dataclass(frozen=True)
+class TrackWindow:
+    """Where the response track is and why, for plotting (``prvql locate``) and logging.
+
+    Attributes:
+        start: first frame of the track (inclusive).
+        end: last frame of the track (inclusive).
+        peak: the chosen (most recent surviving) peak.
+        peak_score: smoothed score at ``peak``.
+        peak_threshold: peaks must score above this (``peak_ratio`` x highest peak).
+        track_threshold: the window keeps frames scoring at least this (``track_ratio`` x ``peak_score``).
+        peaks: int64 [P] every peak found, surviving or not.
+        smoothed: float64 [N] the smoothed scores.
+    """
+
+    start: int
+    end: int
+    peak: int
+    peak_score: float
+    peak_threshold: float
+    track_threshold: float
+    peaks: np.ndarray
+    smoothed: np.ndarray
+
+
+def _check_kernel(kernel: int) -> None:
+    if kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"median kernel must be a positive odd number (got {kernel})")
+
+
+def smooth_scores(scores: np.ndarray, kernel: int) -> np.ndarray:
+    """Median filter of a [N] score curve with an odd ``kernel`` (1 returns the scores as float64)."""
+    _check_kernel(kernel)
+    scores = np.asarray(scores, dtype=np.float64)
+    return scores.copy() if kernel == 1 else medfilt(scores, kernel_size=kernel)
+
+
+def _peaks(smoothed: np.ndarray, reach_ends: bool) -> np.ndarray:
+    """Local maxima of [N] ``smoothed``; with ``reach_ends`` the first and last frames can be peaks."""
+    if reach_ends:
+        padded = np.concatenate([[-np.inf], smoothed, [-np.inf]])
+        return find_peaks(padded)[0] - 1
+    found = find_peaks(smoothed)[0]
+    if len(found) == 0:
+        found = np.array([0 if smoothed[0] > smoothed[-1] else len(smoothed) - 1])
+    return found
+
+
+def find_track_window(
+    scores: np.ndarray,
+    *,
+    median_kernel: int = 1,
+    peak_ratio: float = 0.79,
+    track_ratio: float = 0.585,
+    reach_ends: bool = True,
+) -> TrackWindow:
+    """The temporal window of the response track in a [N] score curve (N >= 1). See the module docstring."""
+    if np.ndim(scores) != 1 or len(scores) == 0:
+        raise ValueError(f"expected a non-empty 1-D score curve, got shape {np.shape(scores)}")
+    smoothed = smooth_scores(scores, median_kernel)
+    peaks = _peaks(smoothed, reach_ends)
+    peak_scores = smoothed[peaks]
+    peak_threshold = peak_ratio * float(peak_scores.max())
+    keep = peak_scores > peak_threshold
+    keep[np.argmax(peak_scores)] = True  # the highest peak always survives (matters when it scores <= 0)
+    peak = int(peaks[keep][-1])
+    peak_score = float(smoothed[peak])
+    track_threshold = track_ratio * peak_score
+    first, last = (0, len(smoothed) - 1) if reach_ends else (1, len(smoothed) - 2)
+    start = peak
+    while start - 1 >= first and smoothed[start - 1] >= track_threshold:
+        start -= 1
+    end = peak
+    while end + 1 <= last and smoothed[end + 1] >= track_threshold:
+        end += 1
+    return TrackWindow(start, end, peak, peak_score, peak_threshold, track_threshold, peaks.astype(np.int64), smoothed)
+
+
+class PostProcessor:
+    """Turns per-frame scores and boxes into a :class:`ResponseTrack` (see the module docstring).
+
+    Args:
+        median_kernel: odd median-filter kernel (1 = no smoothing, the PRVQL setting).
+        peak_ratio: relative threshold on peaks (0.79 in PRVQL, 0.8 in VQLoC).
+        track_ratio: relative threshold growing the window around the peak (0.585 in PRVQL, 0.7 in VQLoC).
+        reach_ends: let peaks and the window reach frame 0 and the last frame (False = the released code).
+        score_mode: ``"constant"`` (every track gets ``constant_score``, as all published VQ2D results do, which
+            makes the AP ranking follow the annotation order) or ``"peak"`` (the smoothed score at the peak).
+        constant_score: the score in ``"constant"`` mode.
+    """
+
+    def __init__(
+        self,
+        *,
+        median_kernel: int = 1,
+        peak_ratio: float = 0.79,
+        track_ratio: float = 0.585,
+        reach_ends: bool = True,
+        score_mode: str = "constant",
+        constant_score: float = 1.0,
+    ) -> None:
+        if score_mode not in SCORE_MODES:
+            raise ValueError(f"score mode must be one of {SCORE_MODES} (got {score_mode!r})")
+        _check_kernel(median_kernel)
+        self.median_kernel = median_kernel
+        self.peak_ratio = peak_ratio
+        self.track_ratio = track_ratio
+        self.reach_ends = reach_ends
+        self.score_mode = score_mode
+        self.constant_score = constant_score
+
+    def window(self, scores: np.ndarray) -> TrackWindow:
+        """The track window of a [N] score curve."""
+        return find_track_window(
+            scores,
+            median_kernel=self.median_kernel,
+            peak_ratio=self.peak_ratio,
+            track_ratio=self.track_ratio,
+            reach_ends=self.reach_ends,
+        )
+
+    def __call__(self, scores: np.ndarray, boxes: np.ndarray) -> tuple[ResponseTrack, TrackWindow]:
+        """Response track from per-frame results.
+
+        Args:
+            scores: [N] occurrence score of frames 0 .. N-1 (probabilities).
+            boxes: [N, 4] the best box of each frame, xyxy pixels of the original frame.
+
+        Returns:
+            The track on frames ``window.start .. window.end`` with their boxes, and the window.
+        """
+        boxes = np.asarray(boxes, dtype=np.float64)
+        if boxes.shape != (len(scores), 4):
+            raise ValueError(f"boxes {boxes.shape} do not match {len(scores)} scores")
+        window = self.window(scores)
+        frames = np.arange(window.start, window.end + 1)
+        score = self.constant_score if self.score_mode == "constant" else window.peak_score
+        return ResponseTrack(frames, boxes[frames], score), window
+
+
+def build_postprocessor(cfg: InferenceConfig) -> PostProcessor:
+    """The post-processor of ``cfg.inference``; a bad setting raises ConfigError."""
+    try:
+        return PostProcessor(
+            median_kernel=cfg.median_kernel,
+            peak_ratio=cfg.peak_ratio,
+            track_ratio=cfg.track_ratio,
+            reach_ends=cfg.reach_ends,
+            score_mode=cfg.score,
+            constant_score=cfg.constant_score,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"inference: {exc}") from exc
