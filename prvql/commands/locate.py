@@ -86,35 +86,36 @@ def run(args: argparse.Namespace) -> int:
     if (args.query_frame is None) != (args.query_box is None):
         raise PRVQLError("--query-frame and --query-box go together (or give --query IMAGE instead)")
     box = parse_box(args.query_box) if args.query_box is not None else None
-    reader = VideoReader(args.video)
-    if reader.fps <= 0:
-        raise PRVQLError(f"{args.video}: the video does not state a frame rate")
-    cfg, model = load_inference_model(args.config, args.weights, args.overrides)
-    device = resolve_device(args.device)
-    fps = cfg.inference.fps
-    sources = resample_indices(reader.num_frames, reader.fps, fps)  # model frame k -> source frame sources[k]
+    with VideoReader(args.video) as reader:
+        if reader.fps <= 0:
+            raise PRVQLError(f"{args.video}: the video does not state a frame rate")
+        cfg, model = load_inference_model(args.config, args.weights, args.overrides)
+        device = resolve_device(args.device)
+        fps = cfg.inference.fps
+        sources = resample_indices(reader.num_frames, reader.fps, fps)  # model frame k -> source frame sources[k]
 
-    if args.query is not None:
-        crop_frame = read_image(args.query)
-        crop_box = None
-        searched = len(sources)
-        query_info = {"image": str(args.query)}
-    else:
-        if not 0 <= args.query_frame < reader.num_frames:
-            raise PRVQLError(
-                f"--query-frame: must be in [0, {reader.num_frames}) for {args.video} (got {args.query_frame})"
-            )
-        crop_frame = reader.read([args.query_frame])[0]
-        clipped = clip_boxes(torch.tensor(box), reader.height, reader.width)
-        if not (clipped[2] > clipped[0] and clipped[3] > clipped[1]):
-            raise PRVQLError(f"--query-box: {args.query_box} lies outside the {reader.width}x{reader.height} frame")
-        crop_box = tuple(float(v) for v in clipped)
-        searched = sum(1 for s in sources if s < args.query_frame)
-        if searched == 0:
-            raise PRVQLError(f"--query-frame: no frame at {fps:g} fps comes before frame {args.query_frame} to search")
-        query_info = {"frame": args.query_frame, "time": args.query_frame / reader.fps, "box": list(crop_box)}
+        if args.query is not None:
+            crop_frame = read_image(args.query)
+            crop_box = None
+            searched = len(sources)
+            query_info = {"image": str(args.query)}
+        else:
+            if not 0 <= args.query_frame < reader.num_frames:
+                raise PRVQLError(
+                    f"--query-frame: must be in [0, {reader.num_frames}) for {args.video} (got {args.query_frame})"
+                )
+            crop_frame = reader.read([args.query_frame])[0]
+            clipped = clip_boxes(torch.tensor(box), reader.height, reader.width)
+            if not (clipped[2] > clipped[0] and clipped[3] > clipped[1]):
+                raise PRVQLError(f"--query-box: {args.query_box} lies outside the {reader.width}x{reader.height} frame")
+            crop_box = tuple(float(v) for v in clipped)
+            searched = sum(1 for s in sources if s < args.query_frame)
+            if searched == 0:
+                raise PRVQLError(
+                    f"--query-frame: no frame at {fps:g} fps comes before frame {args.query_frame} to search"
+                )
+            query_info = {"frame": args.query_frame, "time": args.query_frame / reader.fps, "box": list(crop_box)}
 
-    with reader:
         result = locate(
             build_predictor(cfg, model, device),
             build_postprocessor(cfg.inference),

@@ -1,0 +1,263 @@
+"""`prvql demo` end to end (tiny random model), the `locate` library function on an in-memory episode, bad args."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from prvql.cli import main
+from prvql.config import Config
+from prvql.data.synth import Episode, SynthOptions, make_episode
+from prvql.data.video import VideoReader
+from prvql.errors import PRVQLError
+
+SEED, FRAMES = 0, 40
+
+
+@pytest.fixture
+def weights(tiny_cfg: Config, tmp_path: Path) -> Path:
+    from prvql.checkpoint import save_weights
+    from prvql.model import build_prvql
+    from prvql.model.head import AnchorHead
+
+    torch.manual_seed(0)
+    model = build_prvql(tiny_cfg.model)
+    for head in (m for m in model.modules() if isinstance(m, AnchorHead)):
+        torch.nn.init.normal_(head.cls_out.weight, std=0.05)  # scores that vary from frame to frame
+    path = tmp_path / "tiny.safetensors"
+    save_weights(model, path, tiny_cfg)
+    return path
+
+
+def demo(out: Path, weights: Path, *extra: str) -> int:
+    return main(["demo", "--output", str(out), "--weights", str(weights), "--device", "cpu", *extra])
+
+
+def expected_metrics(track: list[dict], truth: list[dict]) -> dict[str, float]:
+    """tIoU, stIoU, success, recovery, tAP25 and stAP25 of one query, from the definitions."""
+    pred = {f["frame"]: f["box"] for f in track}
+    gt = {f["frame"]: f["box"] for f in truth}
+    (ps, pe), (gs, ge) = (min(pred), max(pred)), (min(gt), max(gt))
+    overlap = max(0, min(pe, ge) - max(ps, gs) + 1)
+    tiou = overlap / ((pe - ps + 1) + (ge - gs + 1) - overlap)
+
+    def area(b: list[float]) -> float:
+        return (b[2] - b[0]) * (b[3] - b[1])
+
+    def intersection(a: list[float], b: list[float]) -> float:
+        return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+    common = sorted(set(pred) & set(gt))
+    ious = {f: box_iou(torch.tensor([pred[f]]), torch.tensor([gt[f]])).item() for f in common}
+    inter = sum(intersection(pred[f], gt[f]) for f in common)
+    stiou = inter / (sum(map(area, pred.values())) + sum(map(area, gt.values())) - inter)
+    return {
+        "tiou": tiou,
+        "stiou": stiou,
+        "success": 100.0 * (stiou >= 0.05),
+        "recovery": 100.0 * sum(iou >= 0.5 for iou in ious.values()) / len(gt),
+        "tAP25": float(tiou >= 0.25),
+        "stAP25": float(stiou >= 0.25),
+    }
+
+
+def test_demo_writes_every_output_and_scores_the_query(weights: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demo"
+    assert demo(out, weights, "--seed", str(SEED), "--frames", str(FRAMES)) == 0
+    episode = make_episode(SEED, SynthOptions(num_frames=FRAMES), pool="heldout")
+    qf = episode.query_frame
+
+    report = json.loads((out / "metrics.json").read_text())
+    truth = report["episode"]["ground_truth"]
+    assert report["episode"]["query_frame"] == qf and report["episode"]["seed"] == SEED
+    assert [(t["frame"], tuple(t["box"])) for t in truth] == list(episode.response_track)
+
+    track = json.loads((out / "track.json").read_text())
+    assert track["searched_frames"] == qf and track["model_fps"] == episode.fps
+    assert [c["frame"] for c in track["curve"]] == list(range(qf))
+    frames = track["track"]["frames"]
+    assert [f["frame"] for f in frames] == list(range(track["track"]["start"], track["track"]["end"] + 1))
+    assert report["prediction"] == {"start": track["track"]["start"], "end": track["track"]["end"]}
+
+    expected = expected_metrics(frames, truth)
+    assert report["tiou"] == pytest.approx(expected["tiou"])
+    assert report["stiou"] == pytest.approx(expected["stiou"], abs=1e-3)  # track.json boxes are rounded
+    for key in ("success", "recovery", "tAP25", "stAP25"):
+        assert report["metrics"][key] == pytest.approx(expected[key]), key
+
+    printed = capsys.readouterr().out
+    assert f"response track: frames {track['track']['start']}-{track['track']['end']}" in printed
+    assert f"tAP25 {expected['tAP25']:.3f}" in printed and f"tIoU {expected['tiou']:.3f}" in printed
+    assert "elapsed" in printed and str(out / "track.mp4") in printed
+    for name in ("track.json", "scores.png", "track.mp4", "query.png", "episode.mp4", "metrics.json"):
+        assert name in printed and (out / name).is_file()
+
+    from PIL import Image
+
+    with Image.open(out / "query.png") as image:
+        assert np.array_equal(np.asarray(image), episode.query)
+    with VideoReader(out / "episode.mp4") as reader:
+        assert reader.num_frames == FRAMES
+    with VideoReader(out / "track.mp4") as reader:
+        assert reader.num_frames == qf
+        gt_frame, gt_box = episode.response_track[0]
+        drawn = reader.read([gt_frame])[0].astype(int)
+    x1, y1, x2, y2 = (int(round(v)) for v in gt_box)
+    left_edge = np.s_[y1 + 2 : y2 - 2, x1]
+    redness = drawn[..., 0] - drawn[..., 1]
+    plain = episode.frames[gt_frame].astype(int)
+    assert redness[left_edge].mean() > (plain[..., 0] - plain[..., 1])[left_edge].mean() + 60  # the truth in red
+
+
+def test_demo_metrics_of_a_well_timed_track(weights: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A stand-in predictor scores the true frames high; every other true frame's box is off by its width."""
+    from prvql.engine.inference import FrameScores, Predictor
+
+    episode = make_episode(SEED, SynthOptions(num_frames=FRAMES), pool="heldout")
+
+    def oracle(self, frames, query) -> FrameScores:
+        for _ in zip(range(query.num_frames), frames, strict=False):
+            pass
+        scores = np.full(query.num_frames, 0.1, np.float32)
+        boxes = np.tile(np.float32([0, 0, 8, 8]), (query.num_frames, 1))
+        for i, (frame, (x1, y1, x2, y2)) in enumerate(episode.response_track):
+            shift = 0.0 if i % 2 == 0 else x2 - x1
+            scores[frame], boxes[frame] = 0.9, (x1 + shift, y1, x2 + shift, y2)
+        return FrameScores(scores, boxes)
+
+    monkeypatch.setattr(Predictor, "predict", oracle)
+    out = tmp_path / "demo"
+    assert demo(out, weights, "--seed", str(SEED), "--frames", str(FRAMES), "--no-video") == 0
+    report = json.loads((out / "metrics.json").read_text())
+    truth = report["episode"]["ground_truth"]
+    track = json.loads((out / "track.json").read_text())["track"]
+    assert (track["start"], track["end"]) == (truth[0]["frame"], truth[-1]["frame"])
+    n = len(truth)
+    assert report["tiou"] == 1.0 and report["recovered_frames"] == (n + 1) // 2
+    metrics = report["metrics"]
+    assert metrics["tAP25"] == 1.0 and metrics["success"] == 100.0
+    assert metrics["recovery"] == pytest.approx(100.0 * ((n + 1) // 2) / n)
+    expected = expected_metrics(track["frames"], truth)
+    assert report["stiou"] == pytest.approx(expected["stiou"], abs=1e-3) and 0 < report["stiou"] < 1
+    assert metrics["stAP25"] == expected["stAP25"]
+    assert f"recovery {metrics['recovery']:.1f}%" in capsys.readouterr().out
+
+
+def test_demo_is_reproducible_by_seed_and_no_video_skips_the_videos(weights: Path, tmp_path: Path) -> None:
+    assert demo(tmp_path / "a", weights, "--frames", str(FRAMES), "--no-video") == 0
+    assert demo(tmp_path / "b", weights, "--frames", str(FRAMES), "--no-video") == 0
+    a, b = (json.loads((tmp_path / d / "track.json").read_text()) for d in "ab")
+    assert a == b
+    assert not (tmp_path / "a" / "track.mp4").exists() and not (tmp_path / "a" / "episode.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--seed", "-1"], "--seed: must be >= 0"),
+        (["--frames", "1"], "--frames: must be >= 2"),
+        (["--device", "nonsense"], "--device: not a device name"),
+    ],
+)
+def test_demo_bad_args_exit_2(weights: Path, tmp_path: Path, capsys, extra: list[str], message: str) -> None:
+    assert demo(tmp_path / "out", weights, *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_config_without_weights_exit_2(tmp_path: Path, capsys) -> None:
+    assert main(["demo", "--output", str(tmp_path / "out"), "--config", "tiny"]) == 2
+    assert "--weights" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the library function
+
+
+@pytest.fixture
+def episode() -> Episode:
+    return make_episode(2, SynthOptions(num_frames=24, frame_width=96, frame_height=64), pool="heldout")
+
+
+@pytest.fixture
+def locator(tiny_cfg: Config, weights: Path):
+    from prvql.engine.inference import build_predictor
+    from prvql.engine.postprocess import build_postprocessor
+    from prvql.engine.trained_model import load_inference_model
+
+    cfg, model = load_inference_model(None, weights)
+    return build_predictor(cfg, model, "cpu"), build_postprocessor(cfg.inference)
+
+
+def test_locate_reads_only_the_frames_before_the_query_frame(episode: Episode, locator) -> None:
+    from prvql.engine.locate import locate
+
+    read = []
+
+    def stream():
+        for k, frame in enumerate(episode.frames):
+            read.append(k)
+            yield frame
+
+    qf, vc = episode.query_frame, episode.visual_crop_frame
+    result = locate(*locator, stream(), episode.frames[vc], episode.visual_crop_box, num_frames=qf)
+    assert read == list(range(qf))  # frames from the query frame on are never decoded
+    assert len(result) == qf and result.frame_size == (64, 96)
+    assert ((result.scores > 0) & (result.scores < 1)).all()
+    assert (result.boxes[:, [0, 2]] >= 0).all() and (result.boxes[:, [0, 2]] <= 96).all()
+    assert (result.boxes[:, [1, 3]] >= 0).all() and (result.boxes[:, [1, 3]] <= 64).all()
+    assert (result.boxes[:, 2:] >= result.boxes[:, :2]).all()
+    w = result.window
+    assert result.track.frames.tolist() == list(range(w.start, w.end + 1))
+    np.testing.assert_allclose(result.track.boxes, result.boxes[w.start : w.end + 1])
+    assert np.array_equal(result.crop, episode.query)
+
+
+def test_locate_with_a_whole_image_query_and_a_bad_box(episode: Episode, locator) -> None:
+    from prvql.engine.locate import locate
+
+    frames = episode.frames[: episode.query_frame]
+    result = locate(*locator, frames, episode.query)  # the sized array gives the frame count
+    h, w = episode.query.shape[:2]
+    assert len(result) == episode.query_frame and result.query_box == (0.0, 0.0, float(w), float(h))
+    assert np.array_equal(result.crop, episode.query)
+    with pytest.raises(PRVQLError, match="lies outside"):
+        locate(*locator, frames, episode.query, (500.0, 500.0, 600.0, 600.0))
+    with pytest.raises(PRVQLError, match="no frames"):
+        locate(*locator, frames[:0], episode.query)
+
+
+def test_write_locate_outputs_marks_the_ground_truth(episode: Episode, locator, tmp_path: Path) -> None:
+    from prvql.engine.locate import locate, write_locate_outputs
+    from prvql.metrics.structures import ResponseTrack
+
+    frames = episode.frames[: episode.query_frame]
+    vc = episode.visual_crop_frame
+    result = locate(*locator, frames, episode.frames[vc], episode.visual_crop_box)
+    truth = ResponseTrack.from_pairs(episode.response_track)
+    written = write_locate_outputs(
+        result, frames, tmp_path, episode.fps, info={"name": "ep"}, ground_truth=truth, show_query_frame=True
+    )
+    assert written == [tmp_path / "track.json", tmp_path / "scores.png", tmp_path / "track.mp4"]
+    report = json.loads((tmp_path / "track.json").read_text())
+    assert next(iter(report)) == "name" and report["source_fps"] == episode.fps
+    assert [c["time"] for c in report["curve"]] == pytest.approx([k / episode.fps for k in range(len(result))])
+    with VideoReader(tmp_path / "track.mp4") as reader:
+        assert reader.num_frames == len(result) + 1  # the query frame last
+
+
+@pytest.mark.skipif(
+    not (Path(__file__).parents[1] / "prvql" / "weights" / "demo.safetensors").is_file(),
+    reason="the shipped demo model is not built yet",
+)
+def test_shipped_demo_model_loads() -> None:
+    from prvql.engine.trained_model import load_inference_model
+
+    cfg, model = load_inference_model(None, None)
+    assert cfg.model.backbone.name == "efficientnet_lite0" and not model.training
