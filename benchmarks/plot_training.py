@@ -3,7 +3,7 @@
     python benchmarks/plot_training.py RUN_DIR [--out docs/images/training_curves.png]
 
 Left: the total training loss and the last stage's weighted terms (log scale). Right: validation frame-level
-occurrence accuracy (with the majority-class chance level) and top-box IoU.
+occurrence accuracy (with the majority-class chance level), AUROC and top-box IoU.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ def main() -> None:
     if val:
         vits = [r["iteration"] for r in val]
         right.plot(vits, [r["frame_accuracy"] for r in val], "o-", label="frame occurrence accuracy")
+        if "frame_auroc" in val[0]:
+            right.plot(vits, [r["frame_auroc"] for r in val], "^-", label="frame occurrence AUROC (chance 0.5)")
         right.plot(vits, [r["top_box_iou"] for r in val], "s-", label="top-box IoU (positive frames)")
         chance = max(val[-1]["occurrence_rate"], 1 - val[-1]["occurrence_rate"])
         right.axhline(chance, ls="--", color="gray", label=f"accuracy chance (majority) {chance:.2f}")

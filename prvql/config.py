@@ -160,7 +160,7 @@ class LossConfig:
     weight_size: float = 1.0
     weight_giou: float = 0.3
     weight_frame_bce: float = 0.0  # the paper's frame-level BCE, off by default
-    stage_weights: str = "released"  # "released" = (4, 2, 1) / 3 style ramp, "sum" = the paper's plain sum
+    stage_weights: str = "released"  # "released" = 2^(K-1-k)/K, (4, 2, 1)/3 for K=3; "sum" (paper); or "w1,w2,..."
     hard_negatives: bool = False
 
 

@@ -1,0 +1,42 @@
+"""Optimiser and learning-rate schedule (spec_notes §2.7, Decision 7).
+
+AdamW over the parameters that require a gradient (the frozen backbone has none), one parameter group, default
+betas and eps. The learning rate of optimiser step i (0-based) is ``lr * factor(i)`` with::
+
+    factor(i) = min(1, (i + 1) / warmup, (total - i) / (total - warmup))
+
+i.e. a linear warm-up that reaches the peak at step ``warmup - 1`` and a linear decay that would reach 0 at step
+``total`` (``transformers.get_linear_schedule_with_warmup`` shifted by one step, so that no step runs at lr 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+from torch.optim import AdamW, Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> AdamW:
+    """AdamW over ``model``'s trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameter")
+    return AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def warmup_linear_decay(warmup: int, total: int) -> Callable[[int], float]:
+    """The schedule factor as a function of the optimiser step (see the module docstring)."""
+
+    def factor(step: int) -> float:
+        rise = (step + 1) / warmup if warmup > 0 else 1.0
+        fall = (total - step) / max(1, total - warmup)
+        return max(0.0, min(1.0, rise, fall))
+
+    return factor
+
+
+def build_scheduler(optimizer: Optimizer, warmup: int, total: int) -> LambdaLR:
+    """Per-optimiser-step LambdaLR for :func:`warmup_linear_decay`."""
+    return LambdaLR(optimizer, warmup_linear_decay(warmup, total))
