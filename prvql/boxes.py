@@ -5,7 +5,9 @@ Conventions:
   (x1, y1, x2, y2) in pixels of the original frame, x to the right and y down.
 - Inside the model, the assigner and the criterion, boxes are ``xyxy`` normalised to [0, 1] of the model input,
   which is the original frame padded symmetrically to a square (short side padded on both sides) and resized.
-- Ego4D annotations give (x, y, width, height); :func:`xywh_to_xyxy` is the only way in.
+- Ego4D annotations give (x, y, width, height); :func:`xywh_to_xyxy` is the way in. The one exception is the
+  annotation reader (``prvql/data/annotations.py``), which adds width and height to plain numbers as it parses:
+  it stays free of torch so that ``prvql evaluate`` starts in a fraction of a second.
 - Centre/size form exists only inside the anchor head's decoding and the L1 loss: :func:`xyxy_to_cxcywh`.
 
 IoU and GIoU come from ``torchvision.ops`` (re-exported here so callers import one module).

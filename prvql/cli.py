@@ -31,6 +31,7 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``prvql`` parser with one subparser per entry of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="prvql", description="PRVQL: visual query localization in egocentric videos (Ego4D VQ2D)."
     )
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit status (2 for a :class:`PRVQLError`, 130 for Ctrl-C)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -115,6 +115,8 @@ class VFRConfig:
 
 @dataclass
 class ModelConfig:
+    """The network: backbone, input size, window length and every stage component (read by ``build_prvql``)."""
+
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     input_size: int = 448  # square side of frames and query fed to the backbone
     dim: int = 256
@@ -151,6 +153,8 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
+    """Anchor assignment and the per-stage loss weights (read by ``build_criterion``)."""
+
     positive_iou: float = 0.2
     positive_topk: int = 5
     focal_alpha: float = 0.75  # weight of positives (the released code's convention)
@@ -166,6 +170,8 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
+    """Optimiser, schedule, batch, checkpointing, validation and logging of ``prvql train``."""
+
     lr: float = 1e-4
     weight_decay: float = 5e-2
     batch_size: int = 3  # per process
@@ -184,6 +190,8 @@ class TrainConfig:
 
 @dataclass
 class InferenceConfig:
+    """Windowed search (Predictor) and score-curve post-processing (PostProcessor) at inference."""
+
     windows_per_batch: int = 4
     window_overlap: int = 0
     overlap_reduce: str = "mean"  # "mean" | "max" of a frame's scores over overlapping windows
@@ -199,6 +207,8 @@ class InferenceConfig:
 
 @dataclass
 class Config:
+    """The whole configuration: one section per part of the package."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -23,3 +23,7 @@ class VideoError(PRVQLError):
 
 class CheckpointError(PRVQLError):
     """A checkpoint that is missing, corrupt, or does not fit the model."""
+
+
+class TrainingError(PRVQLError):
+    """Training cannot go on, e.g. a loss term became NaN or infinite (a checkpoint is saved first)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -18,3 +19,28 @@ torch.set_num_threads(1)
 def tiny_cfg() -> Config:
     """The CPU-sized preset (random ViT-S/14 backbone at 112 px, 6-frame windows)."""
     return load_config("tiny")
+
+
+@pytest.fixture
+def tiny_model(tiny_cfg: Config) -> torch.nn.Module:
+    """The tiny model with random weights, in eval mode; the heads' output layers (initialised near zero) are scaled
+    up so that scores and boxes vary across frames, anchors and queries."""
+    from prvql.model import build_prvql
+    from prvql.model.head import AnchorHead
+
+    torch.manual_seed(0)
+    model = build_prvql(tiny_cfg.model).eval()
+    for head in (m for m in model.modules() if isinstance(m, AnchorHead)):
+        for conv in (head.cls_out, head.reg_out):
+            torch.nn.init.normal_(conv.weight, std=0.05)
+    return model
+
+
+@pytest.fixture
+def tiny_weights(tiny_cfg: Config, tiny_model: torch.nn.Module, tmp_path: Path) -> Path:
+    """:func:`tiny_model` saved as a weights file with its config (what ``--weights`` takes)."""
+    from prvql.checkpoint import save_weights
+
+    path = tmp_path / "tiny.safetensors"
+    save_weights(tiny_model, path, tiny_cfg)
+    return path

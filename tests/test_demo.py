@@ -19,21 +19,6 @@ from prvql.errors import PRVQLError
 SEED, FRAMES = 0, 40
 
 
-@pytest.fixture
-def weights(tiny_cfg: Config, tmp_path: Path) -> Path:
-    from prvql.checkpoint import save_weights
-    from prvql.model import build_prvql
-    from prvql.model.head import AnchorHead
-
-    torch.manual_seed(0)
-    model = build_prvql(tiny_cfg.model)
-    for head in (m for m in model.modules() if isinstance(m, AnchorHead)):
-        torch.nn.init.normal_(head.cls_out.weight, std=0.05)  # scores that vary from frame to frame
-    path = tmp_path / "tiny.safetensors"
-    save_weights(model, path, tiny_cfg)
-    return path
-
-
 def demo(out: Path, weights: Path, *extra: str) -> int:
     return main(["demo", "--output", str(out), "--weights", str(weights), "--device", "cpu", *extra])
 
@@ -66,9 +51,9 @@ def expected_metrics(track: list[dict], truth: list[dict]) -> dict[str, float]:
     }
 
 
-def test_demo_writes_every_output_and_scores_the_query(weights: Path, tmp_path: Path, capsys) -> None:
+def test_demo_writes_every_output_and_scores_the_query(tiny_weights: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo"
-    assert demo(out, weights, "--seed", str(SEED), "--frames", str(FRAMES)) == 0
+    assert demo(out, tiny_weights, "--seed", str(SEED), "--frames", str(FRAMES)) == 0
     episode = make_episode(SEED, SynthOptions(num_frames=FRAMES), pool="heldout")
     qf = episode.query_frame
 
@@ -114,7 +99,7 @@ def test_demo_writes_every_output_and_scores_the_query(weights: Path, tmp_path: 
     assert redness[left_edge].mean() > (plain[..., 0] - plain[..., 1])[left_edge].mean() + 60  # the truth in red
 
 
-def test_demo_metrics_of_a_well_timed_track(weights: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_demo_metrics_of_a_well_timed_track(tiny_weights: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     """A stand-in predictor scores the true frames high; every other true frame's box is off by its width."""
     from prvql.engine.inference import FrameScores, Predictor
 
@@ -132,7 +117,7 @@ def test_demo_metrics_of_a_well_timed_track(weights: Path, tmp_path: Path, monke
 
     monkeypatch.setattr(Predictor, "predict", oracle)
     out = tmp_path / "demo"
-    assert demo(out, weights, "--seed", str(SEED), "--frames", str(FRAMES), "--no-video") == 0
+    assert demo(out, tiny_weights, "--seed", str(SEED), "--frames", str(FRAMES), "--no-video") == 0
     report = json.loads((out / "metrics.json").read_text())
     truth = report["episode"]["ground_truth"]
     track = json.loads((out / "track.json").read_text())["track"]
@@ -148,9 +133,9 @@ def test_demo_metrics_of_a_well_timed_track(weights: Path, tmp_path: Path, monke
     assert f"recovery {metrics['recovery']:.1f}%" in capsys.readouterr().out
 
 
-def test_demo_is_reproducible_by_seed_and_no_video_skips_the_videos(weights: Path, tmp_path: Path) -> None:
-    assert demo(tmp_path / "a", weights, "--frames", str(FRAMES), "--no-video") == 0
-    assert demo(tmp_path / "b", weights, "--frames", str(FRAMES), "--no-video") == 0
+def test_demo_is_reproducible_by_seed_and_no_video_skips_the_videos(tiny_weights: Path, tmp_path: Path) -> None:
+    assert demo(tmp_path / "a", tiny_weights, "--frames", str(FRAMES), "--no-video") == 0
+    assert demo(tmp_path / "b", tiny_weights, "--frames", str(FRAMES), "--no-video") == 0
     a, b = (json.loads((tmp_path / d / "track.json").read_text()) for d in "ab")
     assert a == b
     assert not (tmp_path / "a" / "track.mp4").exists() and not (tmp_path / "a" / "episode.mp4").exists()
@@ -164,8 +149,8 @@ def test_demo_is_reproducible_by_seed_and_no_video_skips_the_videos(weights: Pat
         (["--device", "nonsense"], "--device: not a device name"),
     ],
 )
-def test_demo_bad_args_exit_2(weights: Path, tmp_path: Path, capsys, extra: list[str], message: str) -> None:
-    assert demo(tmp_path / "out", weights, *extra) == 2
+def test_demo_bad_args_exit_2(tiny_weights: Path, tmp_path: Path, capsys, extra: list[str], message: str) -> None:
+    assert demo(tmp_path / "out", tiny_weights, *extra) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "out").exists()
@@ -186,12 +171,12 @@ def episode() -> Episode:
 
 
 @pytest.fixture
-def locator(tiny_cfg: Config, weights: Path):
+def locator(tiny_cfg: Config, tiny_weights: Path):
     from prvql.engine.inference import build_predictor
     from prvql.engine.postprocess import build_postprocessor
     from prvql.engine.trained_model import load_inference_model
 
-    cfg, model = load_inference_model(None, weights)
+    cfg, model = load_inference_model(None, tiny_weights)
     return build_predictor(cfg, model, "cpu"), build_postprocessor(cfg.inference)
 
 

@@ -101,34 +101,6 @@ def dataset(tmp_path: Path) -> dict:
     return {"root": tmp_path, "clips": clips, "annotations": annotations}
 
 
-def untrained_model(cfg: Config) -> nn.Module:
-    """The tiny model with random weights; the heads' output layers (initialised near zero) are scaled up so that
-    scores and boxes vary across frames, anchors and queries."""
-    from prvql.model import build_prvql
-    from prvql.model.head import AnchorHead
-
-    torch.manual_seed(0)
-    model = build_prvql(cfg.model).eval()
-    for head in (m for m in model.modules() if isinstance(m, AnchorHead)):
-        for conv in (head.cls_out, head.reg_out):
-            nn.init.normal_(conv.weight, std=0.05)
-    return model
-
-
-@pytest.fixture
-def tiny_model(tiny_cfg: Config) -> nn.Module:
-    return untrained_model(tiny_cfg)
-
-
-@pytest.fixture
-def weights(tiny_cfg: Config, tiny_model: nn.Module, tmp_path: Path) -> Path:
-    from prvql.checkpoint import save_weights
-
-    path = tmp_path / "tiny.safetensors"
-    save_weights(tiny_model, path, tiny_cfg)
-    return path
-
-
 class Recorder:
     """Wraps a model's two entry points to record what the backbone and the stages see."""
 
@@ -331,11 +303,11 @@ def _predict(dataset: dict, weights: Path, *extra: str) -> tuple[int, Path]:
     return main(argv), output
 
 
-def test_predict_writes_a_valid_file_that_evaluates(dataset: dict, weights: Path, capsys) -> None:
+def test_predict_writes_a_valid_file_that_evaluates(dataset: dict, tiny_weights: Path, capsys) -> None:
     from prvql.data.annotations import load_annotations
     from prvql.engine.predictions import load_predictions
 
-    status, output = _predict(dataset, weights)
+    status, output = _predict(dataset, tiny_weights)
     assert status == 0
     annotations = load_annotations(dataset["annotations"])
     tracks = load_predictions(output, annotations)  # the validator: order, counts, contiguity, types
@@ -359,8 +331,8 @@ def test_predict_writes_a_valid_file_that_evaluates(dataset: dict, weights: Path
     assert metrics["num_queries"] == 5
 
 
-def test_predict_resume_reuses_the_cache(dataset: dict, weights: Path, monkeypatch) -> None:
-    status, output = _predict(dataset, weights)
+def test_predict_resume_reuses_the_cache(dataset: dict, tiny_weights: Path, monkeypatch) -> None:
+    status, output = _predict(dataset, tiny_weights)
     assert status == 0
     first = output.read_text()
     calls = []
@@ -368,30 +340,30 @@ def test_predict_resume_reuses_the_cache(dataset: dict, weights: Path, monkeypat
     monkeypatch.setattr(
         Predictor, "_backbone", lambda self, images: calls.append(len(images)) or original(self, images)
     )
-    status, _ = _predict(dataset, weights, "--resume")
+    status, _ = _predict(dataset, tiny_weights, "--resume")
     assert status == 0 and calls == []
     assert output.read_text() == first
-    status, _ = _predict(dataset, weights)  # without --resume everything is recomputed
+    status, _ = _predict(dataset, tiny_weights)  # without --resume everything is recomputed
     assert status == 0 and sum(calls) == (13 + 2) + (8 + 1)
 
 
-def test_predict_resume_refuses_a_cache_from_other_settings(dataset: dict, weights: Path, capsys) -> None:
-    assert _predict(dataset, weights)[0] == 0
-    status, _ = _predict(dataset, weights, "--resume", "--set", "inference.window_overlap=1")
+def test_predict_resume_refuses_a_cache_from_other_settings(dataset: dict, tiny_weights: Path, capsys) -> None:
+    assert _predict(dataset, tiny_weights)[0] == 0
+    status, _ = _predict(dataset, tiny_weights, "--resume", "--set", "inference.window_overlap=1")
     assert status == 2
     assert "meta.json" in capsys.readouterr().err
 
 
-def test_predict_bad_inputs_exit_2(dataset: dict, weights: Path, capsys) -> None:
-    status, _ = _predict({**dataset, "clips": dataset["root"] / "nowhere"}, weights)
+def test_predict_bad_inputs_exit_2(dataset: dict, tiny_weights: Path, capsys) -> None:
+    status, _ = _predict({**dataset, "clips": dataset["root"] / "nowhere"}, tiny_weights)
     assert status == 2 and "--clips" in capsys.readouterr().err
     status, _ = _predict(dataset, dataset["root"] / "missing.safetensors")
     err = capsys.readouterr().err
     assert status == 2 and "missing.safetensors" in err and len(err.strip().splitlines()) == 1
 
 
-def test_visualize_draws_prediction_and_truth(dataset: dict, weights: Path, capsys) -> None:
-    status, output = _predict(dataset, weights)
+def test_visualize_draws_prediction_and_truth(dataset: dict, tiny_weights: Path, capsys) -> None:
+    status, output = _predict(dataset, tiny_weights)
     assert status == 0
     movie = dataset["root"] / "a1_1.mp4"
     argv = [
@@ -415,6 +387,24 @@ def test_visualize_draws_prediction_and_truth(dataset: dict, weights: Path, caps
     capsys.readouterr()
     assert main([*argv[:-4], "--query", "zz_9", "--output", str(movie)]) == 2
     assert "zz_9" in capsys.readouterr().err
+
+
+def test_visualize_negative_margin_exits_2(tmp_path: Path, capsys) -> None:
+    argv = ["visualize", "--annotations", "a.json", "--predictions", "p.json", "--clips", "c", "--query", "a_1"]
+    assert main([*argv, "--output", str(tmp_path / "v.mp4"), "--margin", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "prvql: error: --margin: must be >= 0 (got -1)"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--height", "0"], "--height: must be >= 1 pixel (got 0)"),
+        (["--frames", "0"], "--frames: must be >= 1 (got 0)"),
+    ],
+)
+def test_bench_bad_options_exit_2(capsys, argv: list[str], message: str) -> None:
+    assert main(["bench", "--config", "tiny", *argv]) == 2
+    assert capsys.readouterr().err.strip() == f"prvql: error: {message}"
 
 
 def test_bench_reports_one_backbone_pass_per_frame(capsys) -> None:

@@ -7,10 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from prvql.cli import main
-from prvql.config import Config
 from prvql.data.video import VideoReader, write_video
 
 HEIGHT, WIDTH, SOURCE_FPS, NUM_FRAMES = 64, 96, 10.0, 20
@@ -25,21 +23,6 @@ def video(tmp_path: Path) -> Path:
         frame[20:40, 10 + 2 * i : 30 + 2 * i] = 255
     path = tmp_path / "walk.mp4"
     write_video(path, frames, fps=SOURCE_FPS)
-    return path
-
-
-@pytest.fixture
-def weights(tiny_cfg: Config, tmp_path: Path) -> Path:
-    from prvql.checkpoint import save_weights
-    from prvql.model import build_prvql
-    from prvql.model.head import AnchorHead
-
-    torch.manual_seed(0)
-    model = build_prvql(tiny_cfg.model)
-    for head in (m for m in model.modules() if isinstance(m, AnchorHead)):
-        torch.nn.init.normal_(head.cls_out.weight, std=0.05)  # scores that vary from frame to frame
-    path = tmp_path / "tiny.safetensors"
-    save_weights(model, path, tiny_cfg)
     return path
 
 
@@ -71,20 +54,20 @@ def check_outputs(out: Path, searched: int, video_frames: int) -> dict:
     return report
 
 
-def test_locate_with_a_box_on_a_frame(video: Path, weights: Path, tmp_path: Path) -> None:
+def test_locate_with_a_box_on_a_frame(video: Path, tiny_weights: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert locate(video, weights, out, "--query-frame", "15", "--query-box", "50,20,20,20") == 0
+    assert locate(video, tiny_weights, out, "--query-frame", "15", "--query-box", "50,20,20,20") == 0
     report = check_outputs(out, searched=8, video_frames=8 + 1)  # source frames 0, 2, .., 14; then the query frame
     assert report["query"] == {"frame": 15, "time": 1.5, "box": [50.0, 20.0, 70.0, 40.0]}
 
 
-def test_locate_with_an_image_searches_the_whole_video(video: Path, weights: Path, tmp_path: Path) -> None:
+def test_locate_with_an_image_searches_the_whole_video(video: Path, tiny_weights: Path, tmp_path: Path) -> None:
     from PIL import Image
 
     image = tmp_path / "mug.png"
     Image.fromarray(np.full((24, 16, 3), 200, np.uint8)).save(image)
     out = tmp_path / "out"
-    assert locate(video, weights, out, "--query", str(image)) == 0
+    assert locate(video, tiny_weights, out, "--query", str(image)) == 0
     check_outputs(out, searched=10, video_frames=10)
 
 
@@ -102,21 +85,34 @@ def test_locate_with_an_image_searches_the_whole_video(video: Path, weights: Pat
     ],
 )
 def test_locate_bad_queries_exit_2(
-    video: Path, weights: Path, tmp_path: Path, capsys, query: list[str], message: str
+    video: Path, tiny_weights: Path, tmp_path: Path, capsys, query: list[str], message: str
 ) -> None:
-    assert locate(video, weights, tmp_path / "out", *query) == 2
+    assert locate(video, tiny_weights, tmp_path / "out", *query) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "out" / "track.json").exists()
 
 
-def test_locate_missing_or_broken_video_exit_2(weights: Path, tmp_path: Path, capsys) -> None:
-    assert locate(tmp_path / "none.mp4", weights, tmp_path / "out", "--query-frame", "3", "--query-box", "1,1,5,5") == 2
+def test_locate_bad_model_rate_exits_2(video: Path, tiny_weights: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert (
+        locate(video, tiny_weights, out, "--query-frame", "15", "--query-box", "1,1,5,5", "--set", "inference.fps=0")
+        == 2
+    )
+    assert capsys.readouterr().err.strip() == "prvql: error: inference.fps: must be > 0 (got 0.0)"
+    assert not out.exists()
+
+
+def test_locate_missing_or_broken_video_exit_2(tiny_weights: Path, tmp_path: Path, capsys) -> None:
+    assert (
+        locate(tmp_path / "none.mp4", tiny_weights, tmp_path / "out", "--query-frame", "3", "--query-box", "1,1,5,5")
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "none.mp4" in err
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00" * 1000)
-    assert locate(broken, weights, tmp_path / "out", "--query-frame", "3", "--query-box", "1,1,5,5") == 2
+    assert locate(broken, tiny_weights, tmp_path / "out", "--query-frame", "3", "--query-box", "1,1,5,5") == 2
     assert "broken.mp4" in capsys.readouterr().err
 
 
@@ -149,3 +145,26 @@ def test_default_model_paths_name_the_missing_file(monkeypatch, tmp_path: Path) 
     (tmp_path / "configs" / "demo.yaml").write_text("{}\n")
     with pytest.raises(CheckpointError, match="demo.safetensors"):
         trained_model.default_model_paths()
+
+
+def test_crop_box_widens_to_whole_pixels_and_stays_inside() -> None:
+    from prvql.engine.render import crop_box
+
+    rows, cols = np.mgrid[0:10, 0:20]
+    image = np.stack([cols, rows, np.zeros_like(rows)], axis=-1).astype(np.uint8)  # pixel = (column, row, 0)
+    crop = crop_box(image, (2.5, 3.2, 6.1, 7.0))
+    assert crop.shape == (4, 5, 3) and tuple(crop[0, 0, :2]) == (2, 3) and tuple(crop[-1, -1, :2]) == (6, 6)
+    assert crop_box(image, (-5.0, -5.0, 100.0, 100.0)).shape == (10, 20, 3)
+    assert crop_box(image, (25.0, 12.0, 30.0, 15.0)).shape == (1, 1, 3)  # outside: the nearest corner pixel
+
+
+def test_video_frame_pastes_the_inset_and_evens_the_sides() -> None:
+    from prvql.engine.render import MIN_INSET_SIDE, Overlay, video_frame
+
+    frame = np.zeros((65, 97, 3), np.uint8)
+    inset = np.full((100, 50, 3), 255, np.uint8)
+    out = video_frame(frame, [Overlay((60.0, 30.0, 90.0, 60.0), "#00ff00", None, 1)], inset)
+    assert out.shape == (64, 96, 3)
+    side = MIN_INSET_SIDE  # a quarter of the short side (16) is below the minimum
+    assert (out[:side, : side // 2] == 255).all() and (out[side, 0] == 0).all() and (out[0, side // 2] == 0).all()
+    assert out[30, 60:91, 1].max() == 255  # the box's top edge is drawn

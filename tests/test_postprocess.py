@@ -114,6 +114,10 @@ def test_build_postprocessor_reads_the_inference_config():
         build_postprocessor(InferenceConfig(median_kernel=4))
     with pytest.raises(ConfigError, match="score mode"):
         build_postprocessor(InferenceConfig(score="best"))
+    with pytest.raises(ConfigError, match=r"inference: peak_ratio must be in \[0, 1\] \(got -1"):
+        build_postprocessor(InferenceConfig(peak_ratio=-1.0))
+    with pytest.raises(ConfigError, match="track_ratio"):
+        build_postprocessor(InferenceConfig(track_ratio=1.5))
 
 
 def test_rejects_an_empty_curve():

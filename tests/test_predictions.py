@@ -164,6 +164,9 @@ BBOXES = [*QSET, "bboxes"]
         (_set(["results", "videos"], {}), r"results\.videos: expected a list"),
         (lambda d: d["results"]["videos"].pop(), r"results\.videos: 1 videos, the annotations have 2"),
         (_set([*VIDEO0, "video_uid"], "v9"), r"results\.videos\[0\]\.video_uid: expected 'v0' as in the annotations"),
+        (_set(["results", "videos", 1], []), r"results\.videos\[1\]: expected an object, got \[\]"),
+        (_set([*VIDEO0, "clips", 1], "c1"), r"results\.videos\[0\]\.clips\[1\]: expected an object, got 'c1'"),
+        (_set([*VIDEO0, "clips", 0, "predictions", 1], 3), r"clips\[0\]\.predictions\[1\]: expected an object, got 3"),
         (_set([*VIDEO0, "clips", 1, "clip_uid"], None), r"results\.videos\[0\]\.clips\[1\]\.clip_uid: expected 'c1'"),
         (
             lambda d: d["results"]["videos"][0]["clips"][0]["predictions"].reverse(),

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from prvql.cli import main
 from prvql.commands import data as data_command
 from prvql.commands import synth as synth_command
 from prvql.data.annotations import load_annotations
@@ -70,6 +71,40 @@ def test_extraction_rerun_skips_valid_clips(synth_root: Path, capsys: pytest.Cap
             "--videos", str(synth_root / "videos"), "--out", str(synth_root / "clips"), "--no-progress"]  # fmt: skip
     assert run_command(data_command, argv) == 0
     assert "3 clips: 0 written, 3 already valid, 0 failed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--queries-per-clip", "0"], "--queries-per-clip: must be >= 1 (got 0)"),
+        (["--query-sets-per-annotation", "0"], "--query-sets-per-annotation: must be >= 1 (got 0)"),
+        (["--distractors", "-1"], "--distractors: must be >= 0 (got -1)"),
+        (["--workers", "0"], "--workers: must be >= 1 (got 0)"),
+        (["--val-fraction", "1.5"], "--val-fraction: must be in [0, 1] (got 1.5)"),
+    ],
+)
+def test_synth_bad_options_exit_2(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
+    assert main(["synth", "--out", str(tmp_path / "out"), "--clips", "1", "--no-progress", *argv]) == 2
+    assert capsys.readouterr().err.strip() == f"prvql: error: {message}"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["extract-clips", "--videos", "v", "--downscale-height", "-5"], "--downscale-height: must be >= 1 (got -5)"),
+        (["extract-clips", "--videos", "v", "--workers", "0"], "--workers: must be >= 1 (got 0)"),
+        (["cache-frames", "--clips", "c", "--window", "0"], "--window: must be >= 1 (got 0)"),
+        (["cache-frames", "--clips", "c", "--short-side", "-3"], "--short-side: must be >= 1 (got -3)"),
+        (["cache-frames", "--clips", "c", "--quality", "500"], "--quality: must be in [1, 100] (got 500)"),
+    ],
+)
+def test_data_bad_options_exit_2(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
+    step, *rest = argv
+    out = tmp_path / "out"
+    assert main(["data", step, "--annotations", str(tmp_path / "none.json"), "--out", str(out), *rest]) == 2
+    assert capsys.readouterr().err.strip() == f"prvql: error: {message}"
+    assert not out.exists()
 
 
 def test_make_episode_is_deterministic_and_sane() -> None:

@@ -28,9 +28,9 @@ from prvql.criterion import PRVQLCriterion, build_criterion
 from prvql.engine import train as train_module
 from prvql.engine.logger import read_log
 from prvql.engine.schedule import build_optimizer, build_scheduler, warmup_linear_decay
-from prvql.engine.train import NonFiniteLossError, TrainForward, fit, hard_negative_targets, set_train_mode
+from prvql.engine.train import TrainForward, fit, hard_negative_targets, set_train_mode
 from prvql.engine.validate import frame_auroc, frame_stats
-from prvql.errors import CheckpointError, ConfigError
+from prvql.errors import CheckpointError, ConfigError, TrainingError
 from prvql.model import build_prvql
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,7 +202,7 @@ def test_non_finite_loss_stops_with_a_checkpoint(
         return losses
 
     monkeypatch.setattr(PRVQLCriterion, "__call__", poisoned)
-    with pytest.raises(NonFiniteLossError, match=r"iteration 2 \(term 'loss_giou_s1'\)"):
+    with pytest.raises(TrainingError, match=r"iteration 2 \(term 'loss_giou_s1'\)"):
         fit(_cfg(synth_root, "train.iterations=4", "train.checkpoint_every=10"), tmp_path, device="cpu")
     assert load_training_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 1
 
@@ -263,6 +263,14 @@ def test_cli_unknown_config_key_exits_2(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["train", "--config", str(bad), "--output", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bad.yaml" in err and "loss.weight_foo" in err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cli_cuda_without_cuda_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--config", "tiny", "--output", str(tmp_path / "run"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "prvql: error: --device: cuda asked for but CUDA is not available"
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 

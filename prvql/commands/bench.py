@@ -15,6 +15,9 @@ import json
 import time
 from pathlib import Path
 
+from prvql.commands.options import add_device_option, add_override_option
+
+FRAME_POOL = 8  # distinct random frames the generated clip cycles through
 TARGETS = {
     "backbone_once": "backbone images == clip frames + one per query crop, whatever Q",
     "stages_per_query": "stage cost grows with Q x frames; backbone cost with frames only",
@@ -25,20 +28,13 @@ TARGETS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="tiny", help="config file or preset (default: tiny)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    add_device_option(parser, default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="bf16 = autocast (CUDA only)")
     parser.add_argument("--queries-per-clip", type=int, default=3, help="queries searched in each clip (Q)")
     parser.add_argument("--frames", type=int, default=60, help="N: the clip lengths measured are N and 2N")
     parser.add_argument("--height", type=int, default=360, help="height of the generated frames")
     parser.add_argument("--width", type=int, default=480, help="width of the generated frames")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, e.g. inference.windows_per_batch=8 (repeatable)",
-    )
+    add_override_option(parser, "inference.windows_per_batch=8")
     parser.add_argument("--output", type=Path, help="also write the JSON here")
 
 
@@ -105,10 +101,10 @@ class PeakMemory:
 
 
 def _clip(num_frames: int, height: int, width: int, seed: int = 0):
-    """Random uint8 [H, W, 3] frames (a pool of 8 reused, so generating them costs nothing)."""
+    """Random uint8 [H, W, 3] frames (a pool of FRAME_POOL reused, so generating them costs nothing)."""
     import numpy as np
 
-    pool = np.random.default_rng(seed).integers(0, 256, (8, height, width, 3), dtype=np.uint8)
+    pool = np.random.default_rng(seed).integers(0, 256, (FRAME_POOL, height, width, 3), dtype=np.uint8)
     return (pool[i % len(pool)] for i in range(num_frames))
 
 
@@ -156,8 +152,12 @@ def run(args: argparse.Namespace) -> int:
     from prvql.errors import PRVQLError
     from prvql.model import build_prvql
 
-    if args.frames < 1 or args.queries_per_clip < 1:
-        raise PRVQLError("--frames and --queries-per-clip must be >= 1")
+    for option, value in (("--frames", args.frames), ("--queries-per-clip", args.queries_per_clip)):
+        if value < 1:
+            raise PRVQLError(f"{option}: must be >= 1 (got {value})")
+    for option, value in (("--height", args.height), ("--width", args.width)):
+        if value < 1:
+            raise PRVQLError(f"{option}: must be >= 1 pixel (got {value})")
     overrides = ["model.backbone.weights=null", f"inference.bf16={str(args.dtype == 'bf16').lower()}"]
     cfg = load_config(args.config, [*args.overrides, *overrides])
     device = resolve_device(args.device)

@@ -32,9 +32,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cache.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse values that make no sense before any file is read.
+
+    Raises:
+        PRVQLError: naming the option and the value.
+    """
+    from prvql.errors import PRVQLError
+
+    positive = {"--workers": args.workers}
+    if args.data_command == "extract-clips":
+        positive["--downscale-height"] = args.downscale_height
+    else:
+        positive.update({"--window": args.window, "--short-side": args.short_side})
+        if not 1 <= args.quality <= 100:
+            raise PRVQLError(f"--quality: must be in [1, 100] (got {args.quality})")
+    for option, value in positive.items():
+        if value is not None and value < 1:
+            raise PRVQLError(f"{option}: must be >= 1 (got {value})")
+
+
 def run(args: argparse.Namespace) -> int:
     from prvql.data.annotations import load_annotations
 
+    check_arguments(args)
     sets = [load_annotations(path) for path in args.annotations]
     if args.data_command == "extract-clips":
         from prvql.data.extract import clip_jobs, extract_clips

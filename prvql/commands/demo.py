@@ -21,6 +21,7 @@ import argparse
 import time
 from pathlib import Path
 
+from prvql.commands.options import add_device_option, add_model_options
 from prvql.errors import PRVQLError
 
 DEFAULT_SEED = 0
@@ -31,11 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"episode seed (default {DEFAULT_SEED})")
     parser.add_argument("--frames", type=int, help="5 fps frames in the clip (default: the synthetic data's 120)")
-    parser.add_argument("--config", help="config file or preset (default: the one stored in --weights)")
-    parser.add_argument(
-        "--weights", type=Path, help="trained weights (.safetensors; with neither option: the shipped demo model)"
-    )
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    add_model_options(parser)
+    add_device_option(parser)
     parser.add_argument("--no-video", action="store_true", help="skip track.mp4 and episode.mp4")
 
 

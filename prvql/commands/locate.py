@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from prvql.errors import PRVQLError
+from prvql.commands.options import add_device_option, add_model_options, add_override_option
+from prvql.errors import ConfigError, PRVQLError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,20 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     query.add_argument("--query", type=Path, help="image of the object (the whole image is the query crop)")
     query.add_argument("--query-frame", type=int, help="source-video frame index holding the query box")
     parser.add_argument("--query-box", help="x,y,w,h of the object on --query-frame, in pixels of the video")
-    parser.add_argument("--config", help="config file or preset (default: the one stored in --weights)")
-    parser.add_argument(
-        "--weights", type=Path, help="trained weights (.safetensors; with neither option: the shipped demo model)"
-    )
+    add_model_options(parser)
     parser.add_argument("--output", required=True, type=Path, help="output folder")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, e.g. inference.peak_ratio=0.8 (repeatable)",
-    )
+    add_device_option(parser)
+    add_override_option(parser, "inference.peak_ratio=0.8")
     parser.add_argument("--no-video", action="store_true", help="skip track.mp4")
 
 
@@ -57,7 +48,12 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
         raise PRVQLError(f"--query-box: values must be finite (got {text!r})")
     if w <= 0 or h <= 0:
         raise PRVQLError(f"--query-box: width and height must be > 0 (got {text!r})")
-    return x, y, x + w, y + h
+    import torch
+
+    from prvql.boxes import xywh_to_xyxy
+
+    x1, y1, x2, y2 = xywh_to_xyxy(torch.tensor([x, y, w, h], dtype=torch.float64)).tolist()
+    return x1, y1, x2, y2
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -92,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         cfg, model = load_inference_model(args.config, args.weights, args.overrides)
         device = resolve_device(args.device)
         fps = cfg.inference.fps
+        if fps <= 0:
+            raise ConfigError(f"inference.fps: must be > 0 (got {fps})")
         sources = resample_indices(reader.num_frames, reader.fps, fps)  # model frame k -> source frame sources[k]
 
         if args.query is not None:

@@ -15,6 +15,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from prvql.commands.options import add_model_options, add_override_option, add_process_device_option
 from prvql.errors import PRVQLError
 
 logger = logging.getLogger(__name__)
@@ -23,29 +24,14 @@ POLL_SECONDS = 5.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="config file or preset (default: the one stored in --weights)")
-    parser.add_argument(
-        "--weights", type=Path, help="trained weights (.safetensors; with neither option: the shipped demo model)"
-    )
+    add_model_options(parser)
     parser.add_argument("--annotations", required=True, type=Path, help="Ego4D VQ2D file, e.g. vq_val.json")
     parser.add_argument("--clips", required=True, type=Path, help="folder of <clip_uid>.mp4 (5 fps clips)")
     parser.add_argument("--output", required=True, type=Path, help="predictions JSON to write")
     parser.add_argument("--cache", type=Path, help="per-query score folder (default: OUTPUT.cache)")
     parser.add_argument("--resume", action="store_true", help="reuse cached per-query results")
-    parser.add_argument(
-        "--device",
-        default="auto",
-        choices=("auto", "cpu", "cuda"),
-        help="auto = CUDA when available (under torchrun: the local rank's GPU)",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, e.g. inference.windows_per_batch=8 (repeatable)",
-    )
+    add_process_device_option(parser)
+    add_override_option(parser, "inference.windows_per_batch=8")
 
 
 def _wait_for_ranks(cache_dir: Path, world_size: int) -> list[str]:
@@ -60,7 +46,6 @@ def _wait_for_ranks(cache_dir: Path, world_size: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
     from tqdm import tqdm
 
     from prvql.atomic import atomic_write_json
@@ -76,8 +61,6 @@ def run(args: argparse.Namespace) -> int:
     annotations = load_annotations(args.annotations)
     if not args.clips.is_dir():
         raise PRVQLError(f"--clips: {args.clips} is not a folder")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise PRVQLError("--device: cuda asked for but CUDA is not available")
     cfg, model = load_inference_model(args.config, args.weights, args.overrides)
     postprocess = build_postprocessor(cfg.inference)
     info = init_distributed(args.device)

@@ -37,6 +37,16 @@ def run(args: argparse.Namespace) -> int:
         raise PRVQLError(f"--clips must be >= 1 and --frames >= 2 (got {args.clips} and {args.frames})")
     if args.width % 2 or args.height % 2:
         raise PRVQLError(f"--width and --height must be even (got {args.width}x{args.height})")
+    for option, value, least in (
+        ("--queries-per-clip", args.queries_per_clip, 1),
+        ("--query-sets-per-annotation", args.query_sets_per_annotation, 1),
+        ("--distractors", args.distractors, 0),
+        ("--workers", args.workers, 1),
+    ):
+        if value < least:
+            raise PRVQLError(f"{option}: must be >= {least} (got {value})")
+    if not 0 <= args.val_fraction <= 1:
+        raise PRVQLError(f"--val-fraction: must be in [0, 1] (got {args.val_fraction})")
     opts = SynthOptions(
         frame_width=args.width,
         frame_height=args.height,

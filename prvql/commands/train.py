@@ -17,15 +17,15 @@ import json
 import os
 from pathlib import Path
 
+from prvql.commands.options import add_process_device_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file or preset name (default with --resume: RUN_DIR/config.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. train.lr=3e-4")
     parser.add_argument("--output", required=True, metavar="RUN_DIR", help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
-    parser.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = CUDA when available (default)"
-    )
+    add_process_device_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:

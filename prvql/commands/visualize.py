@@ -25,8 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
+    import torch
 
+    from prvql.boxes import rescale_boxes
+    from prvql.config import Config, config_from_dict
     from prvql.data.annotations import load_annotations
     from prvql.data.video import VideoReader, write_video
     from prvql.engine.batch_predict import ScoreCache
@@ -37,13 +39,14 @@ def run(args: argparse.Namespace) -> int:
         GROUND_TRUTH_COLOR,
         PREDICTION_COLOR,
         Overlay,
-        draw_overlays,
-        even_size,
-        paste_inset,
+        crop_box,
         plot_scores,
+        video_frame,
     )
     from prvql.metrics.structures import ResponseTrack
 
+    if args.margin is not None and args.margin < 0:
+        raise PRVQLError(f"--margin: must be >= 0 (got {args.margin})")
     annotations = load_annotations(args.annotations)
     records = {r.key: r for r in annotations.records()}
     if args.query not in records:
@@ -55,10 +58,17 @@ def run(args: argparse.Namespace) -> int:
     truth = ResponseTrack.from_pairs(record.response_track) if record.response_track else ResponseTrack.empty()
     cache = ScoreCache(args.cache or args.predictions.with_name(args.predictions.name + ".cache"))
     curve = cache.load(record.key) if record.key in cache else None
+    recorded = cache.read_config()
+    cfg = config_from_dict(recorded) if recorded is not None else Config()
 
     reader = VideoReader(args.clips / f"{record.clip_uid}.mp4")
-    sx, sy = reader.width / record.frame_width, reader.height / record.frame_height
-    scale = np.array([sx, sy, sx, sy])
+    original, decoded = (record.frame_height, record.frame_width), (reader.height, reader.width)
+
+    def to_clip(boxes) -> list[tuple[float, ...]]:
+        """xyxy boxes [N, 4] in the annotation's pixels -> the same boxes in the decoded clip's pixels."""
+        scaled = rescale_boxes(torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4), original, decoded)
+        return [tuple(box) for box in scaled.tolist()]
+
     last = min(record.query_frame, reader.num_frames - 1)
     first = 0
     if args.margin is not None:
@@ -66,34 +76,28 @@ def run(args: argparse.Namespace) -> int:
         first = max(0, min(s for s, _ in spans) - args.margin)
         last = min(last, max(e for _, e in spans) + args.margin)
     crop = reader.read([record.visual_crop_frame])[0]
-    x1, y1, x2, y2 = (np.array(record.visual_crop_box) * scale).round().astype(int)
-    inset = crop[max(y1, 0) : max(y2, y1 + 1), max(x1, 0) : max(x2, x1 + 1)]
-    pred_boxes = dict(zip(predicted.frames.tolist(), predicted.boxes * scale, strict=True))
-    true_boxes = dict(zip(truth.frames.tolist(), truth.boxes * scale, strict=True))
+    inset = crop_box(crop, to_clip([record.visual_crop_box])[0])
+    pred_boxes = dict(zip(predicted.frames.tolist(), to_clip(predicted.boxes), strict=True))
+    true_boxes = dict(zip(truth.frames.tolist(), to_clip(truth.boxes), strict=True))
+    candidates = to_clip(curve.boxes) if curve is not None else []
 
     def frames_out():
         for fno, frame in zip(range(first, last + 1), reader.iter_frames(first, last + 1), strict=False):
             overlays = []
             if curve is not None and fno < len(curve) and fno not in pred_boxes:
-                overlays.append(
-                    Overlay(tuple(curve.boxes[fno] * scale), CANDIDATE_COLOR, f"{curve.scores[fno]:.2f}", 1)
-                )
+                overlays.append(Overlay(candidates[fno], CANDIDATE_COLOR, f"{curve.scores[fno]:.2f}", 1))
             if fno in true_boxes:
-                overlays.append(Overlay(tuple(true_boxes[fno]), GROUND_TRUTH_COLOR, "truth", 3))
+                overlays.append(Overlay(true_boxes[fno], GROUND_TRUTH_COLOR, "truth", 3))
             if fno in pred_boxes:
-                overlays.append(Overlay(tuple(pred_boxes[fno]), PREDICTION_COLOR, "prediction", 3))
+                overlays.append(Overlay(pred_boxes[fno], PREDICTION_COLOR, "prediction", 3))
             if fno == record.query_frame:
                 overlays.append(Overlay((2.0, 2.0, reader.width - 2.0, reader.height - 2.0), "white", "query frame", 2))
-            yield even_size(paste_inset(draw_overlays(frame, overlays), inset, max(32, min(frame.shape[:2]) // 4)))
+            yield video_frame(frame, overlays, inset)
 
-    count = write_video(args.output, frames_out(), reader.fps or 5.0)
+    count = write_video(args.output, frames_out(), reader.fps or cfg.inference.fps)
     reader.close()
     print(f"wrote {args.output}: frames {first}-{last} ({count}), prediction {predicted.extent}, truth {truth.extent}")
     if curve is not None and len(curve):
-        from prvql.config import Config, config_from_dict
-
-        recorded = cache.read_config()
-        cfg = config_from_dict(recorded) if recorded is not None else Config()
         window = build_postprocessor(cfg.inference).window(curve.scores)
         png = args.output.with_suffix(".scores.png")
         plot_scores(

@@ -61,12 +61,16 @@ class QueryRecord:
 
 @dataclass
 class AnnotationEntry:
+    """One annotation of a clip: its query sets by name ("1", "2", ...)."""
+
     annotation_uid: str
     query_sets: dict[str, QueryRecord]  # file order
 
 
 @dataclass
 class ClipEntry:
+    """One clip of a video: its annotations and where it sits in the canonical video."""
+
     clip_uid: str | None
     annotations: list[AnnotationEntry]
     video_start_frame: int | None = None  # canonical (30 fps) frame of clip frame 0
@@ -77,12 +81,16 @@ class ClipEntry:
 
 @dataclass
 class VideoEntry:
+    """One video of the file and its clips."""
+
     video_uid: str
     clips: list[ClipEntry]
 
 
 @dataclass
 class AnnotationSet:
+    """A parsed annotation file: the video / clip / annotation / query-set nesting, in file order."""
+
     path: Path
     version: str
     videos: list[VideoEntry] = field(default_factory=list)

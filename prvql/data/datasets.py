@@ -67,6 +67,7 @@ class VQ2DTrainDataset(Dataset):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Vary the windows drawn per epoch (the random generator is seeded by seed, epoch and index)."""
         self.epoch = epoch
 
     def __len__(self) -> int:

@@ -41,6 +41,8 @@ class ClipJob:
 
 @dataclass
 class ExtractReport:
+    """What :func:`extract_clips` did, by clip uid."""
+
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already present and valid
     failed: dict[str, str] = field(default_factory=dict)  # clip_uid -> reason

@@ -51,6 +51,7 @@ class FrameSource:
         self.frames_dir = Path(frames_dir) if frames_dir is not None else None
 
     def clip_path(self, clip_uid: str) -> Path:
+        """The clip's mp4, ``clips_dir/<clip_uid>.mp4``."""
         return self.clips_dir / f"{clip_uid}.mp4"
 
     def _cache_meta(self, clip_uid: str) -> dict | None:
@@ -110,6 +111,8 @@ def needed_frames(record: QueryRecord, window: int, num_frames: int) -> set[int]
 
 @dataclass
 class CacheReport:
+    """What :func:`cache_frames` did."""
+
     written: int = 0  # frames written
     clips: int = 0
     failed: dict[str, str] = field(default_factory=dict)  # clip_uid -> reason

@@ -24,6 +24,8 @@ def positive_frames(record: QueryRecord) -> list[int]:
 
 
 class WindowSampler(Protocol):
+    """Picks the clip frames of one training window for a query."""
+
     def __call__(self, record: QueryRecord, clip_frames: int, window: int, rng: np.random.Generator) -> np.ndarray:
         """Frame indices int64 [window], increasing by one (clamped to ``clip_frames - 1``)."""
         ...

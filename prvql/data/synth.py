@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 ANNOTATION_VERSION = "1.0.5"
+EPISODE_SCENES = 16  # scenes make_episode tries before giving up on a seed
 
 
 def _uid(rng: np.random.Generator) -> str:
@@ -245,30 +246,30 @@ def make_episode(seed: int, opts: SynthOptions | None = None, pool: str | None =
     opts = opts or SynthOptions()
     step = _step(opts)
     duration = (opts.num_frames - 1) * step + 1
-    for attempt in range(16):
+    for attempt in range(EPISODE_SCENES):
         rng = np.random.default_rng([seed, attempt])
         scene = make_scene(rng, opts, pool, duration)
         rendered = [render(scene, float(j * step), True, opts) for j in range(opts.num_frames)]
         for k, i in enumerate(scene.targets):
-            qs = make_query_set(rng, [b[k] for _, b in rendered], scene.things[i].title, opts, 0)
+            boxes = [b[k] for _, b in rendered]  # xyxy per frame, None where not visible
+            qs = make_query_set(rng, boxes, scene.things[i].title, opts, 0)
             if not qs["is_valid"]:
                 continue
             frames = np.stack([f for f, _ in rendered])
-            vc = qs["visual_crop"]
-            box = (vc["x"], vc["y"], vc["x"] + vc["width"], vc["y"] + vc["height"])
+            vc = qs["visual_crop"]["frame_number"]
+            box = tuple(float(v) for v in boxes[vc])
             x1, y1, x2, y2 = (int(round(v)) for v in box)
             track = tuple(
-                (b["frame_number"], (b["x"], b["y"], b["x"] + b["width"], b["y"] + b["height"]))
-                for b in qs["response_track"]
+                (b["frame_number"], tuple(float(v) for v in boxes[b["frame_number"]])) for b in qs["response_track"]
             )
             return Episode(
                 frames=frames,
                 query_frame=qs["query_frame"],
-                visual_crop_frame=vc["frame_number"],
+                visual_crop_frame=vc,
                 visual_crop_box=box,
-                query=frames[vc["frame_number"], y1:y2, x1:x2].copy(),
+                query=frames[vc, y1:y2, x1:x2].copy(),
                 response_track=track,
                 object_title=qs["object_title"],
                 fps=opts.clip_fps,
             )
-    raise RuntimeError(f"no valid query in 16 scenes for seed {seed}; use more frames")
+    raise RuntimeError(f"no valid query in {EPISODE_SCENES} scenes for seed {seed}; use more frames")

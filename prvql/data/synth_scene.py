@@ -74,6 +74,8 @@ class Thing:
 
 @dataclass
 class Scene:
+    """A rendered world and the camera path through it (holds, pans, roll, passing hands) of one episode."""
+
     width: int
     height: int
     background: Image.Image  # the world

@@ -79,6 +79,7 @@ class VideoReader:
         self._last = -1  # index of the last frame the decoder produced
 
     def close(self) -> None:
+        """Close the file (the reader is also a context manager)."""
         self._container.close()
 
     def __enter__(self) -> VideoReader:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from prvql.atomic import atomic_write_json
+from prvql.boxes import rescale_boxes
 from prvql.data.annotations import AnnotationSet, QueryRecord
 from prvql.data.transforms import prepare_query
 from prvql.data.video import VideoReader
@@ -41,15 +42,18 @@ class ScoreCache:
         self.root = Path(root)
 
     def path(self, key: str) -> Path:
+        """The score file of query ``key`` (characters unsafe in file names become ``_``)."""
         return self.root / f"{re.sub(r'[^A-Za-z0-9._-]', '_', key)}.npz"
 
     def __contains__(self, key: str) -> bool:
         return self.path(key).exists()
 
     def save(self, key: str, scores: FrameScores) -> None:
+        """Store the per-frame result of query ``key`` (atomically)."""
         scores.save(self.path(key))
 
     def load(self, key: str) -> FrameScores:
+        """The per-frame result of query ``key``."""
         return FrameScores.load(self.path(key))
 
     def write_meta(self, config: dict, weights: str | Path, resume: bool) -> None:
@@ -124,7 +128,7 @@ def clip_jobs(annotations: AnnotationSet) -> list[ClipJob]:
 
 
 def make_query(reader: VideoReader, record: QueryRecord, input_size: int) -> ClipQuery:
-    """The :class:`ClipQuery` of ``record`` on the clip opened in ``reader`` .
+    """The :class:`ClipQuery` of ``record`` on the clip opened in ``reader``.
 
     The visual crop box is given in the annotation's ``frame_width x frame_height`` pixels; it is scaled to the
     decoded clip's resolution before cropping, and boxes come back in the annotation's resolution.
@@ -135,10 +139,10 @@ def make_query(reader: VideoReader, record: QueryRecord, input_size: int) -> Cli
             f"clip's {reader.num_frames} frames"
         )
     frame = reader.read([record.visual_crop_frame])[0]
-    sx, sy = reader.width / record.frame_width, reader.height / record.frame_height
-    box = torch.tensor(record.visual_crop_box, dtype=torch.float32) * torch.tensor([sx, sy, sx, sy])
+    original = (record.frame_height, record.frame_width)
+    box = rescale_boxes(torch.tensor(record.visual_crop_box), original, (reader.height, reader.width))
     image = prepare_query(frame, box, input_size)
-    return ClipQuery(record.key, image, record.query_frame, (record.frame_height, record.frame_width))
+    return ClipQuery(record.key, image, record.query_frame, original)
 
 
 def predict_clips(

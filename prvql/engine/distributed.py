@@ -13,6 +13,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from prvql.errors import PRVQLError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -37,7 +39,12 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
     Args:
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+
+    Raises:
+        PRVQLError: ``"cuda"`` asked for on a machine without CUDA.
     """
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PRVQLError("--device: cuda asked for but CUDA is not available")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -92,5 +99,6 @@ def all_gather_objects(obj: Any) -> list[Any]:
 
 
 def barrier() -> None:
+    """Wait for every process (no-op for a single process)."""
     if dist.is_initialized():
         dist.barrier()

@@ -36,16 +36,14 @@ from prvql.engine.render import (
     GROUND_TRUTH_COLOR,
     PREDICTION_COLOR,
     Overlay,
+    crop_box,
     draw_overlays,
     even_size,
-    paste_inset,
     plot_scores,
+    video_frame,
 )
 from prvql.errors import PRVQLError
 from prvql.metrics.structures import ResponseTrack
-
-INSET_FRACTION = 0.25  # the query inset's long side, as a fraction of the frame's short side
-MIN_INSET_SIDE = 32  # pixels
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,8 +74,7 @@ class LocateResult:
     @property
     def crop(self) -> np.ndarray:
         """uint8 [h', w', 3] the query's pixels (``query_box`` of ``query_image``)."""
-        x1, y1, x2, y2 = self.query_box
-        return self.query_image[int(y1) : int(np.ceil(y2)), int(x1) : int(np.ceil(x2))]
+        return crop_box(self.query_image, self.query_box)
 
 
 def locate(
@@ -203,7 +200,6 @@ def _video_frames(
     """The frames of ``track.mp4``, uint8 [H', W', 3] with even sides."""
     window = result.window
     truth = {} if ground_truth is None else dict(zip(ground_truth.frames.tolist(), ground_truth.boxes, strict=True))
-    inset_side = max(MIN_INSET_SIDE, int(min(result.frame_size) * INSET_FRACTION))
     crop = result.crop
     for k, frame in enumerate(frames):
         if k >= len(result):
@@ -216,7 +212,7 @@ def _video_frames(
             overlays.append(Overlay(box, PREDICTION_COLOR, f"track {result.scores[k]:.2f}", 3))
         else:
             overlays.append(Overlay(box, CANDIDATE_COLOR, f"{result.scores[k]:.2f}", 1))
-        yield even_size(paste_inset(draw_overlays(frame, overlays), crop, inset_side))
+        yield video_frame(frame, overlays, crop)
     if show_query_frame:
         yield even_size(draw_overlays(result.query_image, [Overlay(result.query_box, GROUND_TRUTH_COLOR, "query", 3)]))
 

@@ -81,6 +81,7 @@ class RunLogger:
             self.bar.write(f"[{split} @ {iteration}] {shown}")
 
     def close(self) -> None:
+        """Close the progress bar and the log file."""
         if not self.enabled:
             return
         if self.bar is not None:

@@ -133,6 +133,9 @@ class PostProcessor:
         if score_mode not in SCORE_MODES:
             raise ValueError(f"score mode must be one of {SCORE_MODES} (got {score_mode!r})")
         _check_kernel(median_kernel)
+        for name, ratio in (("peak_ratio", peak_ratio), ("track_ratio", track_ratio)):
+            if not 0 <= ratio <= 1:
+                raise ValueError(f"{name} must be in [0, 1] (got {ratio})")
         self.median_kernel = median_kernel
         self.peak_ratio = peak_ratio
         self.track_ratio = track_ratio

@@ -91,6 +91,11 @@ class _Checker:
     def fail(self, where: str, message: str) -> AnnotationError:
         return AnnotationError(f"{self.name}: {where}: {message}")
 
+    def object(self, value: Any, where: str) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"expected an object, got {value!r:.60}")
+        return value
+
     def field(self, obj: dict, key: str, where: str, kind: type) -> Any:
         here = f"{where}.{key}" if where else key
         if key not in obj:
@@ -116,16 +121,12 @@ class _Checker:
         return float(value)
 
     def track(self, qset: Any, where: str) -> ResponseTrack:
-        if not isinstance(qset, dict):
-            raise self.fail(where, f"expected an object, got {qset!r:.60}")
-        bboxes = self.field(qset, "bboxes", where, list)
+        bboxes = self.field(self.object(qset, where), "bboxes", where, list)
         score = self.number(qset, "score", where)
         frames, boxes = [], []
         for i, bbox in enumerate(bboxes):
             here = f"{where}.bboxes[{i}]"
-            if not isinstance(bbox, dict):
-                raise self.fail(here, f"expected an object, got {bbox!r:.60}")
-            fno = bbox.get("fno")
+            fno = self.object(bbox, here).get("fno")
             if isinstance(fno, bool) or not isinstance(fno, int) or fno < 0:
                 raise self.fail(f"{here}.fno", f"expected a frame number >= 0, got {fno!r}")
             x1, y1, x2, y2 = (self.number(bbox, k, here) for k in BOX_KEYS)
@@ -181,25 +182,19 @@ def load_predictions(path: str | Path, annotations: AnnotationSet) -> dict[str, 
     tracks: dict[str, ResponseTrack] = {}
     for vi, (video_ann, video) in enumerate(zip(annotations.videos, videos, strict=True)):
         vw = f"results.videos[{vi}]"
-        if not isinstance(video, dict):
-            raise check.fail(vw, "expected an object")
-        check.same(f"{vw}.video_uid", video.get("video_uid"), video_ann.video_uid)
+        check.same(f"{vw}.video_uid", check.object(video, vw).get("video_uid"), video_ann.video_uid)
         clips = check.field(video, "clips", vw, list)
         check.count(f"{vw}.clips", clips, len(video_ann.clips), "clips")
         for ci, (clip_ann, clip) in enumerate(zip(video_ann.clips, clips, strict=True)):
             cw = f"{vw}.clips[{ci}]"
-            if not isinstance(clip, dict):
-                raise check.fail(cw, "expected an object")
-            if "clip_uid" not in clip:
+            if "clip_uid" not in check.object(clip, cw):
                 raise check.fail(f"{cw}.clip_uid", "missing")
             check.same(f"{cw}.clip_uid", clip["clip_uid"], clip_ann.clip_uid)
             preds = check.field(clip, "predictions", cw, list)
             check.count(f"{cw}.predictions", preds, len(clip_ann.annotations), "predictions")
             for ai, (ann, pred) in enumerate(zip(clip_ann.annotations, preds, strict=True)):
                 aw = f"{cw}.predictions[{ai}]"
-                if not isinstance(pred, dict):
-                    raise check.fail(aw, "expected an object")
-                if "annotation_uid" in pred:
+                if "annotation_uid" in check.object(pred, aw):
                     check.same(f"{aw}.annotation_uid", pred["annotation_uid"], ann.annotation_uid)
                 sets = check.field(pred, "query_sets", aw, dict)
                 for name in sets:

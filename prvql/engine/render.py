@@ -1,4 +1,4 @@
-"""Pictures of inference results: boxes drawn on frames, an mp4 writer, and the per-frame score plot.
+"""Pictures of inference results: boxes drawn on frames, the query inset, result-video frames, the score plot.
 
 Boxes are xyxy pixels of the frame they are drawn on. Drawing uses ``torchvision.utils.draw_bounding_boxes``,
 plots are matplotlib (Agg), written atomically; videos go through ``prvql.data.video.write_video``.
@@ -18,6 +18,8 @@ from prvql.atomic import atomic_path
 PREDICTION_COLOR = "#00ff66"
 GROUND_TRUTH_COLOR = "#ff3355"
 CANDIDATE_COLOR = "#8899aa"
+INSET_FRACTION = 0.25  # the query inset's long side, as a fraction of the frame's short side
+MIN_INSET_SIDE = 32  # pixels
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,36 @@ def paste_inset(frame: np.ndarray, inset: np.ndarray, max_side: int) -> np.ndarr
 def even_size(frame: np.ndarray) -> np.ndarray:
     """Crop uint8 [H, W, 3] by at most one row and column so both sides are even (what H.264 yuv420p needs)."""
     return frame[: frame.shape[0] // 2 * 2, : frame.shape[1] // 2 * 2]
+
+
+def crop_box(image: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    """The pixels of an xyxy ``box`` in ``image``: uint8 [H, W, 3] -> [h, w, 3], at least one pixel.
+
+    The box is widened to whole pixels (floor of x1, y1; ceiling of x2, y2) and clipped to the image.
+    """
+    height, width = image.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    left = min(max(int(np.floor(x1)), 0), width - 1)
+    top = min(max(int(np.floor(y1)), 0), height - 1)
+    right = min(max(int(np.ceil(x2)), left + 1), width)
+    bottom = min(max(int(np.ceil(y2)), top + 1), height)
+    return image[top:bottom, left:right]
+
+
+def video_frame(frame: np.ndarray, overlays: Sequence[Overlay], inset: np.ndarray) -> np.ndarray:
+    """One frame of a result video: ``overlays`` drawn, the query crop ``inset`` in the top-left corner.
+
+    Args:
+        frame: uint8 [H, W, 3].
+        overlays: boxes to draw (see :func:`draw_overlays`).
+        inset: uint8 [h, w, 3] the query crop, shrunk so its long side is at most ``INSET_FRACTION`` of the
+            frame's short side (``MIN_INSET_SIDE`` pixels at least).
+
+    Returns:
+        uint8 [H', W', 3] with even sides (:func:`even_size`).
+    """
+    side = max(MIN_INSET_SIDE, int(min(frame.shape[:2]) * INSET_FRACTION))
+    return even_size(paste_inset(draw_overlays(frame, overlays), inset, side))
 
 
 def plot_scores(

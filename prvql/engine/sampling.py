@@ -110,6 +110,7 @@ class BatchStream:
             return batch
 
     def state(self) -> dict[str, int]:
+        """Where the stream is (``epoch``, ``position``), for the training checkpoint."""
         return {"epoch": self.epoch, "position": self.position}
 
 

@@ -49,17 +49,13 @@ from prvql.engine.logger import RunLogger
 from prvql.engine.sampling import BatchStream, make_loader
 from prvql.engine.schedule import build_optimizer, build_scheduler
 from prvql.engine.validate import validate
-from prvql.errors import CheckpointError, ConfigError, PRVQLError
+from prvql.errors import CheckpointError, ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 WEIGHTS_NAME = "weights.safetensors"
 BEST_WEIGHTS_NAME = "weights_best.safetensors"
-
-
-class NonFiniteLossError(PRVQLError):
-    """A loss term became NaN or infinite; the run stopped after saving a checkpoint."""
 
 
 def seed_everything(seed: int) -> None:
@@ -276,7 +272,7 @@ class _Run:
             return
         self.save_checkpoint()
         where = f"term '{bad}'" if bad else "on another process"
-        raise NonFiniteLossError(
+        raise TrainingError(
             f"non-finite loss at iteration {self.iteration + 1} ({where}); weights of iteration {self.iteration} "
             f"saved to {self.ckpt_path}"
         )
@@ -344,7 +340,7 @@ def fit(cfg: Config, run_dir: str | Path, *, resume: bool = False, device: str =
         The last logged training values (and ``val_*`` metrics when validation ran).
 
     Raises:
-        NonFiniteLossError: a loss term became NaN/inf (a checkpoint is saved first).
+        TrainingError: a loss term became NaN/inf (a checkpoint is saved first).
         CheckpointError: ``resume`` without a readable checkpoint fitting ``cfg.model``.
     """
     run_dir = Path(run_dir)

@@ -1,0 +1,56 @@
+"""Command-line options that several commands share: the trained model, the device and config overrides.
+
+Not a command itself (``prvql.cli.COMMANDS`` does not list it). Each ``add_*`` function adds its options to a
+command's parser with the same names, meaning and help text everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--weights``, read by :func:`prvql.engine.trained_model.load_inference_model`."""
+    parser.add_argument("--config", help="config file or preset (default: the one stored in --weights)")
+    parser.add_argument(
+        "--weights", type=Path, help="trained weights (.safetensors; with neither option: the shipped demo model)"
+    )
+
+
+def add_device_option(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--device`` for one process, read by :func:`prvql.engine.trained_model.resolve_device`.
+
+    Args:
+        parser: the command's parser.
+        default: the device when the option is absent; ``None`` = CUDA when available.
+    """
+    when_absent = "cuda when available" if default is None else default
+    parser.add_argument("--device", default=default, help=f"cpu, cuda, cuda:1 ... (default: {when_absent})")
+
+
+def add_process_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device`` for commands that may run under torchrun (:func:`prvql.engine.distributed.init_distributed`)."""
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="auto = CUDA when available (default; under torchrun: the local rank's GPU)",
+    )
+
+
+def add_override_option(parser: argparse.ArgumentParser, example: str) -> None:
+    """Repeatable ``--set KEY=VALUE`` config overrides, collected in ``args.overrides``.
+
+    Args:
+        parser: the command's parser.
+        example: an override shown in the help text, e.g. ``"inference.windows_per_batch=8"``.
+    """
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"config override, e.g. {example} (repeatable)",
+    )
