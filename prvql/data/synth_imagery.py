@@ -50,6 +50,40 @@ OBJECTS = (
     ObjectSpec("ball", "retina", (0, 640, 0, 640), "ellipse", "heldout"),
 )
 
+# Many generic training objects: deterministic patches of the training pool's photographs (real imagery), so that
+# the model learns to match a query crop rather than to recognise a handful of named objects.
+PATCH_SOURCES = ("astronaut", "coffee", "chelsea", "coins", "camera", "immunohistochemistry", "clock", "colorwheel")
+PATCHES_PER_SOURCE = 6
+
+
+def _patch_specs() -> tuple[ObjectSpec, ...]:
+    """``PATCHES_PER_SOURCE`` crops of 80-200 px from each picture of :data:`PATCH_SOURCES` (train pool)."""
+    rng = np.random.default_rng(20251127)
+    specs = []
+    for source in PATCH_SOURCES:
+        height, width = _SOURCE_SIZES[source]
+        for i in range(PATCHES_PER_SOURCE):
+            h, w = (int(v) for v in rng.integers(80, min(200, height, width), size=2))
+            top, left = int(rng.integers(0, height - h)), int(rng.integers(0, width - w))
+            mask = "ellipse" if i % 2 else "rect"
+            specs.append(ObjectSpec(f"{source} patch {i}", source, (top, top + h, left, left + w), mask, "train"))
+    return tuple(specs)
+
+
+# (height, width) after load_picture's shrink to MAX_PICTURE_SIDE; fixed here so specs need no picture loading.
+_SOURCE_SIZES = {
+    "astronaut": (512, 512),
+    "coffee": (400, 600),
+    "chelsea": (300, 451),
+    "coins": (303, 384),
+    "camera": (512, 512),
+    "immunohistochemistry": (512, 512),
+    "clock": (300, 400),
+    "colorwheel": (370, 371),
+}
+
+OBJECTS = OBJECTS + _patch_specs()
+
 BACKGROUNDS = {
     "train": ("astronaut", "coffee", "chelsea", "hubble_deep_field", "immunohistochemistry", "camera"),
     "heldout": ("rocket", "motorcycle_right", "grass", "gravel", "moon"),
