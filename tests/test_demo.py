@@ -237,12 +237,16 @@ def test_write_locate_outputs_marks_the_ground_truth(episode: Episode, locator, 
         assert reader.num_frames == len(result) + 1  # the query frame last
 
 
-@pytest.mark.skipif(
-    not (Path(__file__).parents[1] / "prvql" / "weights" / "demo.safetensors").is_file(),
-    reason="the shipped demo model is not built yet",
-)
 def test_shipped_demo_model_loads() -> None:
     from prvql.engine.trained_model import load_inference_model
 
     cfg, model = load_inference_model(None, None)
     assert cfg.model.backbone.name == "efficientnet_lite0" and not model.training
+
+
+def test_make_demo_finds_the_object(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What `make demo` runs, with the shipped model on its default held-out episode: the track must hit the truth."""
+    assert main(["demo", "--output", str(tmp_path), "--device", "cpu", "--no-video"]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    assert metrics["success"] == 100.0 and metrics["tAP25"] == 1.0
+    assert "response track" in capsys.readouterr().out
