@@ -17,7 +17,7 @@ Boxes are xyxy pixels of the searched frames everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,7 @@ def locate(
     query_box: Sequence[float] | None = None,
     *,
     num_frames: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> LocateResult:
     """Search ``frames`` for the query and pick the response track.
 
@@ -95,6 +96,9 @@ def locate(
         query_image: uint8 [h, w, 3] the picture holding the query.
         query_box: (x1, y1, x2, y2) of the object in ``query_image`` pixels; ``None`` = the whole image.
         num_frames: how many of ``frames`` to search; ``None`` = ``len(frames)``.
+        progress: called as ``progress(read, num_frames)`` once before the search (``read`` = 0) and each time the
+            predictor takes a frame (it scores them in chunks of ``windows_per_batch`` windows, so ``read`` runs at
+            most one chunk ahead of the frames scored). An exception it raises (e.g. to cancel) ends the search.
 
     Returns:
         The per-frame scores and boxes and the track. If ``frames`` ends early, the frames there were are searched.
@@ -118,12 +122,16 @@ def locate(
     size: list[tuple[int, int]] = []
 
     def watched(stream: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        for frame in stream:
+        for read, frame in enumerate(stream, 1):
             if not size:
                 size.append((int(frame.shape[0]), int(frame.shape[1])))
+            if progress is not None:
+                progress(read, num_frames)
             yield frame
 
     query = ClipQuery("query", prepare_query(query_image, box, predictor.input_size), num_frames)
+    if progress is not None:
+        progress(0, num_frames)
     result = predictor.predict(watched(frames), query)
     if len(result) == 0:
         raise PRVQLError("locate: the frames ended before any could be searched")

@@ -1,0 +1,74 @@
+"""Serve a local web page to find an object in your own video: draw a box, watch the search, play the answer.
+
+Upload a video, scrub to a frame and drag a box around the object (or give a crop image), choose "last seen
+before this frame" (the default) or "anywhere in the video" and press Locate: the page shows the search's progress,
+then the annotated video, the score curve and the track (click a row to seek), with track.json to download. The
+search is ``prvql locate``'s, with the model loaded once; jobs run one at a time, the others wait in a queue.
+
+Listens on 127.0.0.1 only unless --host says otherwise. Needs the app extra: pip install -e ".[app]".
+Without --config and --weights the demo model shipped with the package is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+
+from prvql.commands.options import add_device_option, add_model_options, add_override_option
+from prvql.errors import PRVQLError
+
+DEFAULT_PORT = 7860
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    add_model_options(parser)
+    add_device_option(parser)
+    add_override_option(parser, "inference.windows_per_batch=8")
+    parser.add_argument("--max-upload-mb", type=float, default=1024.0, help="largest video accepted (default 1024)")
+    parser.add_argument(
+        "--keep-minutes", type=float, default=60.0, help="unused uploads and results are deleted after (default 60)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from prvql.app.pipeline import LoadedModel
+        from prvql.app.server import create_app
+    except ImportError as exc:
+        raise PRVQLError(f'prvql app needs the app extra ({exc.name} is missing): pip install -e ".[app]"') from None
+    from prvql.engine.trained_model import load_inference_model, resolve_device
+
+    if not 0 < args.port < 65536:
+        raise PRVQLError(f"--port: must be in 1..65535 (got {args.port})")
+    if args.max_upload_mb <= 0 or args.keep_minutes <= 0:
+        raise PRVQLError("--max-upload-mb and --keep-minutes must be > 0")
+    _check_port(args.host, args.port)
+    device = resolve_device(args.device)
+    cfg, model = load_inference_model(args.config, args.weights, args.overrides)
+    loaded = LoadedModel(cfg, model, device)
+    app = create_app(loaded, max_upload_bytes=int(args.max_upload_mb * 2**20), keep_seconds=args.keep_minutes * 60.0)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"prvql app: open http://{host}:{args.port}/ (model on {device}; Ctrl-C stops)", flush=True)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail early, before the model loads, when ``host:port`` cannot be listened on (e.g. the port is taken)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise PRVQLError(f"--host: cannot resolve {host!r} ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise PRVQLError(f"--port: cannot listen on {host}:{port} ({exc.strerror})") from None
