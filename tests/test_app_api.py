@@ -270,3 +270,16 @@ def test_old_uploads_and_jobs_are_removed(client: TestClient, app, video: Path) 
     assert list((store.root / "videos").iterdir()) == [] and list((store.root / "jobs").iterdir()) == []
     assert client.get(f"/api/jobs/{job}").status_code == 404
     assert client.get(f"/api/videos/{vid}").json()["error"].startswith("no such video")
+
+
+def test_app_command_refuses_a_taken_port_before_loading_the_model(capsys) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["app", "--port", str(port), "--weights", "nowhere.safetensors"]) == 2
+    assert capsys.readouterr().err.strip().startswith(f"prvql: error: --port: cannot listen on 127.0.0.1:{port} (")
+    assert main(["app", "--port", "70000"]) == 2
+    assert capsys.readouterr().err.strip() == "prvql: error: --port: must be in 1..65535 (got 70000)"

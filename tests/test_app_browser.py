@@ -145,7 +145,15 @@ def test_find_an_object_in_the_page(chromium, server, episode_video, tmp_path: P
 
     x1, y1, x2, y2 = drawn
     out = tmp_path / "cli"
-    argv = ["locate", "--video", str(video), "--query-frame", str(frame), "--query-box", f"{x1},{y1},{x2 - x1},{y2 - y1}"]
+    argv = [
+        "locate",
+        "--video",
+        str(video),
+        "--query-frame",
+        str(frame),
+        "--query-box",
+        f"{x1},{y1},{x2 - x1},{y2 - y1}",
+    ]
     assert main([*argv, "--output", str(out), "--device", "cpu", "--no-video"]) == 0
     expected = json.loads((out / "track.json").read_text())
     for key in ("searched_frames", "track", "curve"):

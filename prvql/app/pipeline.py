@@ -20,12 +20,18 @@ import torch
 from torch import nn
 
 from prvql.boxes import clip_boxes
+from prvql.commands.locate import read_image
 from prvql.config import Config
 from prvql.data.video import VideoReader, resample_indices
+from prvql.engine.inference import build_predictor
+from prvql.engine.locate import locate, write_locate_outputs
+from prvql.engine.postprocess import build_postprocessor
 from prvql.errors import ConfigError, PRVQLError, VideoError
 
 SEARCH_MODES = ("before", "anywhere")  # "last seen before this frame" (the VQ2D question), or the whole video
 OUTPUT_FILES = ("track.json", "track.mp4", "scores.png")  # what a job writes; the only names the server hands out
+
+WARM_UP_SIDE = 64  # pixels of the blank frames searched by LoadedModel.warm_up
 
 Progress = Callable[[str, int, int], None]  # (phase "search" | "render", done, total); may raise to cancel
 
@@ -46,6 +52,18 @@ class LoadedModel:
     def fps(self) -> float:
         """The rate frames are searched at."""
         return float(self.cfg.inference.fps)
+
+    def warm_up(self) -> None:
+        """Search one window of blank frames, so that the first job does not pay for the backend's lazy setup
+        (kernel selection, memory pools): a user's search then shows progress from its first second."""
+        frames = np.zeros((self.cfg.model.num_frames, WARM_UP_SIDE, WARM_UP_SIDE, 3), np.uint8)
+        locate(
+            build_predictor(self.cfg, self.model, self.device),
+            build_postprocessor(self.cfg.inference),
+            frames,
+            frames[0],
+            (0.0, 0.0, WARM_UP_SIDE / 2, WARM_UP_SIDE / 2),
+        )
 
 
 @dataclass(frozen=True)
@@ -165,11 +183,6 @@ def locate_video(
     Returns:
         The files written.
     """
-    from prvql.commands.locate import read_image
-    from prvql.engine.inference import build_predictor
-    from prvql.engine.locate import locate, write_locate_outputs
-    from prvql.engine.postprocess import build_postprocessor
-
     fps = loaded.fps
     with VideoReader(video) as reader:
         info = VideoInfo.of(reader, fps)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 
 from prvql.commands.options import add_device_option, add_model_options, add_override_option
@@ -29,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_override_option(parser, "inference.windows_per_batch=8")
     parser.add_argument("--max-upload-mb", type=float, default=1024.0, help="largest video accepted (default 1024)")
     parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for the search (default: all cores but one, which keeps the page responsive)",
+    )
+    parser.add_argument(
         "--keep-minutes", type=float, default=60.0, help="unused uploads and results are deleted after (default 60)"
     )
 
@@ -41,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         from prvql.app.server import create_app
     except ImportError as exc:
         raise PRVQLError(f'prvql app needs the app extra ({exc.name} is missing): pip install -e ".[app]"') from None
+    import torch
+
     from prvql.engine.trained_model import load_inference_model, resolve_device
 
     if not 0 < args.port < 65536:
@@ -48,12 +56,20 @@ def run(args: argparse.Namespace) -> int:
     if args.max_upload_mb <= 0 or args.keep_minutes <= 0:
         raise PRVQLError("--max-upload-mb and --keep-minutes must be > 0")
     _check_port(args.host, args.port)
+    if args.threads is not None and args.threads < 1:
+        raise PRVQLError(f"--threads: must be >= 1 (got {args.threads})")
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) - 1))
     device = resolve_device(args.device)
     cfg, model = load_inference_model(args.config, args.weights, args.overrides)
     loaded = LoadedModel(cfg, model, device)
+    loaded.warm_up()
     app = create_app(loaded, max_upload_bytes=int(args.max_upload_mb * 2**20), keep_seconds=args.keep_minutes * 60.0)
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"prvql app: open http://{host}:{args.port}/ (model on {device}; Ctrl-C stops)", flush=True)
+    print(
+        f"prvql app: open http://{host}:{args.port}/ (model on {device}, {torch.get_num_threads()} CPU threads; "
+        "Ctrl-C stops)",
+        flush=True,
+    )
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
