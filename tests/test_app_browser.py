@@ -171,7 +171,8 @@ def test_find_an_object_in_the_page(chromium, server, episode_video, tmp_path: P
     peak = track["peak"]
     page.click(f"#track-table tbody tr[data-frame='{peak}']")
     page.wait_for_function(
-        "t => { const v = document.getElementById('result-video'); return !v.seeking && Math.abs(v.currentTime - t) < 0.05; }",
+        "t => { const v = document.getElementById('result-video');"
+        " return !v.seeking && Math.abs(v.currentTime - t) < 0.05; }",
         arg=(peak + 0.5) / report["model_fps"],
         timeout=10_000,
     )
