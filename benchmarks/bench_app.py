@@ -138,13 +138,18 @@ def main() -> int:
     total_search = next(total for _, phase, _, total in timeline if phase == "search")
     end = timeline[-1][0]
     print(f"first progress after {first:.2f} s; frames searched by 1 s: {at_1s} of {total_search}")
+    marks = []
+    for mark in (1, 2, 5, 10, 20, 30):
+        done = max((d for t, phase, d, _ in timeline if t <= mark and phase == "search"), default=0)
+        marks.append(f"{mark} s: {done}")
+    print("progress (frames handed to the model) at " + ", ".join(marks))
     print(
         f"search: {total_search} frames in {search_end:.1f} s ({total_search / search_end:.1f} frames/s); "
         f"render + write: {end - render_start:.1f} s; job total {end:.1f} s"
     )
     for name, values in latencies.items():
         print(
-            f"latency while searching, {name:>13}: median {statistics.median(values) * 1000:6.1f} ms  "
+            f"latency while the job runs, {name:>13}: median {statistics.median(values) * 1000:6.1f} ms  "
             f"p95 {percentile(values, 95) * 1000:6.1f} ms  max {max(values) * 1000:6.1f} ms  ({len(values)} requests)"
         )
     print(f"cores: {os.cpu_count()}, device {args.device}")
