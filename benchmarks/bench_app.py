@@ -49,17 +49,10 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--video", type=Path, help="clip to search (default: make the 2-minute 640x360 one)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--port", type=int, default=7871)
-    parser.add_argument("--every", type=float, default=0.25, help="seconds between latency probes")
-    args = parser.parse_args()
-
+def measure(args: argparse.Namespace, work: Path) -> tuple[dict, list, dict[str, list[float]]]:
+    """Run the server, the upload, the job and the probes; returns the final status, the timeline, the latencies."""
     import httpx
 
-    work = Path(tempfile.mkdtemp(prefix="prvql-bench-app-"))
     video = args.video
     if video is None:
         video = work / "clip_640x360_2min.mp4"
@@ -129,6 +122,18 @@ def main() -> int:
         server.terminate()
         server.wait(30)
 
+    return status, timeline, latencies
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--video", type=Path, help="clip to search (default: make the 2-minute 640x360 one)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--port", type=int, default=7871)
+    parser.add_argument("--every", type=float, default=0.25, help="seconds between latency probes")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="prvql-bench-app-") as work:
+        status, timeline, latencies = measure(args, Path(work))
     if status["state"] != "done":
         raise SystemExit(f"job {status['state']}: {status['message']}")
     first = next((t for t, phase, done, _ in timeline if done > 0), float("nan"))
