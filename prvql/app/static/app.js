@@ -480,14 +480,18 @@ async function main() {
   $("locate").addEventListener("click", startJob);
   $("cancel").addEventListener("click", cancelJob);
   const source = $("source-video");
+  const followVideo = () => {
+    // the user moved the player: show its frame for drawing (a frame already shown keeps its box)
+    if (!state.video) return;
+    const n = Math.min(state.video.num_frames - 1, Math.floor(source.currentTime * state.video.fps + 1e-6));
+    if (n !== state.frame) goToFrame(n, true);
+  };
   source.addEventListener("seeked", () => {
     if (state.seekingFromSlider) state.seekingFromSlider = false;
-    else if (state.video) goToFrame(Math.floor(source.currentTime * state.video.fps + 1e-6), true);
+    else followVideo();
   });
   source.addEventListener("pause", () => {
-    if (state.video && !state.seekingFromSlider) {
-      goToFrame(Math.floor(source.currentTime * state.video.fps + 1e-6), true);
-    }
+    if (!state.seekingFromSlider) followVideo();
   });
   const result = $("result-video");
   result.addEventListener("timeupdate", () => {
