@@ -123,7 +123,9 @@ def locate(
                 size.append((int(frame.shape[0]), int(frame.shape[1])))
             yield frame
 
-    query = ClipQuery("query", prepare_query(query_image, box, predictor.input_size), num_frames)
+    query = ClipQuery(
+        "query", prepare_query(query_image, box, predictor.input_size, predictor.released_preprocessing), num_frames
+    )
     result = predictor.predict(watched(frames), query)
     if len(result) == 0:
         raise PRVQLError("locate: the frames ended before any could be searched")

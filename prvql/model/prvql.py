@@ -173,7 +173,9 @@ def build_prvql(cfg: ModelConfig) -> PRVQL:
     between = cfg.num_stages > 1
     akg = qfr = skg = vfr = None
     if between and cfg.akg.enabled:
-        akg = AppearanceKnowledgeGeneration(cfg.akg.top_n, cfg.akg.tau, cfg.akg.roi_size, cfg.akg.swap_roi_axes)
+        akg = AppearanceKnowledgeGeneration(
+            cfg.akg.top_n, cfg.akg.tau, cfg.akg.roi_size, cfg.akg.swap_roi_axes, cfg.akg.clamp_boxes
+        )
         qfr = QueryFeatureRefinement(
             cfg.dim, cfg.akg.top_n, cfg.qfr.mode, cfg.qfr.num_heads, cfg.qfr.ffn_dim, cfg.qfr.dropout
         )
