@@ -27,6 +27,7 @@ COMMANDS = {
     "visualize": "visualize",
     "bench": "bench",
     "demo": "demo",
+    "convert": "convert",
 }
 
 
