@@ -15,7 +15,8 @@ class AppearanceKnowledgeGeneration(nn.Module):
     are kept (Eq. 9), a slot with sigmoid(c) < ``tau`` becomes zeros (released code: select, then zero-fill);
     each remaining box is RoI-aligned on that frame's stage-input features V_k (Eq. 10). Boxes are clamped to
     the map and put in (x1, y1, x2, y2) order; ``swap_roi_axes`` passes (y1, x1, y2, x2) as the released code
-    did, and ``clamp_boxes=False`` skips the clamping and corner sorting, as released. The selection is not differentiable; gradients reach V_k through RoIAlign.
+    did, and ``clamp_boxes=False`` skips the clamping and corner sorting, as released. The selection is not
+    differentiable; gradients reach V_k through RoIAlign.
 
     Args:
         top_n: n, knowledge slots.

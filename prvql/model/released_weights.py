@@ -377,7 +377,8 @@ def map_state(
     for key, value in expected.items():
         if tuple(out[key].shape) != tuple(value.shape):
             raise CheckpointError(
-                f"{source}: key '{theirs(key)}' has shape {tuple(out[key].shape)}, the model expects {tuple(value.shape)}"
+                f"{source}: key '{theirs(key)}' has shape {tuple(out[key].shape)}, "
+                f"the model expects {tuple(value.shape)}"
             )
         out[key] = out[key].to(value.dtype)
     return out, dropped
