@@ -76,7 +76,12 @@ def read_released(path: str | Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # memory-mapped: tensors are paged in from the file as they are used
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            data = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except pickle.UnpicklingError as exc:
         reason = str(exc).strip().splitlines()
         detail = next((line for line in reason if "Unsupported global" in line or "GLOBAL" in line), reason[0])
@@ -431,6 +436,7 @@ def load_released(
     Raises:
         CheckpointError / ConfigError: naming the file and the key or reason.
     """
+    from prvql.model.backbone import build_backbone
     from prvql.model.prvql import build_prvql
 
     state = read_released(path) if state is None else state
@@ -443,7 +449,9 @@ def load_released(
     with torch.device("meta"):
         expected = build_prvql(cfg.model).state_dict()
     tensors, dropped = map_state(state, det, cfg, expected, path)
-    model = build_prvql(cfg.model)
-    model.load_state_dict(tensors, strict=True)
+    with torch.device("meta"):  # its weights come from the file: skip the (slow) random initialisation
+        backbone = build_backbone(cfg.model.backbone)
+    model = build_prvql(cfg.model, backbone=backbone)
+    model.load_state_dict(tensors, strict=True, assign=True)
     mapped = len(state) - sum(dropped.values())
     return Converted(cfg=cfg, model=model.eval(), detected=det, mapped=mapped, dropped=dropped)
