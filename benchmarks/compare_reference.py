@@ -77,6 +77,58 @@ class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         pass
 
 
+class _CrossLayer(nn.Module):
+    """Post-LN attention + GELU FFN returning ``(x, head-averaged attention weights, attention output)``: the
+    parameter names of the PRVQL file's layer (``self_attn``, ``linear1/2``, ``norm1/2``) and the three outputs its
+    caller unpacks. Used for the CAB in the ``cross`` layout and for every spatio-temporal layer."""
+
+    def __init__(self, d_model, nhead, dim_feedforward, dropout=0.0, activation="gelu", batch_first=True) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.linear1, self.linear2 = nn.Linear(d_model, dim_feedforward), nn.Linear(dim_feedforward, d_model)
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+
+    def forward(self, x, memory=None, src_mask=None):
+        memory = x if memory is None else memory
+        out, weights = self.self_attn(x, memory, memory, attn_mask=src_mask, need_weights=True)
+        x = self.norm1(x + out)
+        return self.norm2(x + self.linear2(torch.nn.functional.gelu(self.linear1(x)))), weights, out
+
+
+class _DecoderLayer(nn.Module):
+    """VQLoC's ``nn.TransformerDecoderLayer`` (post-LN: self-attention, cross-attention, FFN) returning
+    ``(x, head-averaged cross-attention weights, cross-attention output)``: the ``decoder`` CAB layout."""
+
+    def __init__(self, d_model, nhead, dim_feedforward, dropout=0.0, activation="gelu", batch_first=True) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.linear1, self.linear2 = nn.Linear(d_model, dim_feedforward), nn.Linear(dim_feedforward, d_model)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d_model), nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+
+    def forward(self, x, memory):
+        x = self.norm1(x + self.self_attn(x, x, x, need_weights=False)[0])
+        out, weights = self.multihead_attn(x, memory, memory, need_weights=True)
+        x = self.norm2(x + out)
+        return self.norm3(x + self.linear2(torch.nn.functional.gelu(self.linear1(x)))), weights, out
+
+
+def _install_prvql_shims(cab: str) -> None:
+    """``easydict`` (not installed) and ``updatequery.transformer`` (the stored file returns one tensor where the
+    PRVQL model unpacks three: spec_notes section 1.3), as modules the reference imports."""
+
+    class EasyDict(dict):
+        __getattr__ = dict.__getitem__
+
+    easydict = types.ModuleType("easydict")
+    easydict.EasyDict = EasyDict
+    transformer = types.ModuleType("updatequery.transformer")
+    transformer.TransformerEncoderLayer = _CrossLayer
+    transformer.TransformerDecoderLayer = _DecoderLayer if cab == "decoder" else _CrossLayer
+    sys.modules["easydict"] = easydict
+    sys.modules["updatequery.transformer"] = transformer
+
+
 class AttrDict(dict):
     """The reference's YAML config with attribute access."""
 
@@ -129,7 +181,8 @@ def randomise(model: nn.Module, seed: int) -> None:
 def build_reference(repo: Path, frames: int | None):
     """The reference ``ClipMatcher`` from ``repo`` with its eval config, random weights, eval mode."""
     sys.path.insert(0, str(repo))
-    for name in [m for m in sys.modules if m.split(".")[0] in ("model", "utils", "dataset", "config")]:
+    packages = ("model", "utils", "dataset", "config", "bert_model", "updatequery", "updateclipfeature")
+    for name in [m for m in sys.modules if m.split(".")[0] in packages and m != "updatequery.transformer"]:
         del sys.modules[name]  # a second repository has modules of the same names
     config_file = repo / "config" / "eval.yaml"
     cfg = AttrDict(yaml.safe_load(config_file.read_text()))
@@ -146,6 +199,10 @@ def build_reference(repo: Path, frames: int | None):
         torch.hub.load = original
         sys.path.remove(str(repo))
     randomise(model, seed=0)
+    with torch.no_grad():  # confident frames, so that AKG's RoIAlign runs (slots below tau are zeros)
+        for name, p in model.named_parameters():
+            if name.endswith("classification_head.bias"):
+                p.add_(1.0)
     return model.eval(), cfg
 
 
@@ -164,9 +221,10 @@ def compare(name: str, repo: Path, frames: int | None, workdir: Path) -> None:
 
     reference, cfg = build_reference(repo, frames)
     t = cfg.dataset.clip_num_frames
-    checkpoint = workdir / f"{name}_random.pth.tar"
+    tag = name.split()[0] + ("_" + name.split("(")[1].split()[0] if "(" in name else "")
+    checkpoint = workdir / f"{tag}_random.pth.tar"
     torch.save({"epoch": 0, "state_dict": reference.state_dict(), "optimizer": {}, "best_prob": 0.0}, checkpoint)
-    converted = workdir / f"{name}_random.safetensors"
+    converted = workdir / f"{tag}_random.safetensors"
     started = time.perf_counter()
     status = prvql_main(["convert", "--checkpoint", str(checkpoint), "--output", str(converted)])
     if status != 0:
@@ -202,7 +260,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         compare("VQLoC", args.vqloc_repo, args.frames, Path(tmp))
         if args.prvql_repo is not None:
-            compare("PRVQL", args.prvql_repo, args.frames, Path(tmp))
+            for cab in ("cross", "decoder"):
+                _install_prvql_shims(cab)
+                compare(f"PRVQL ({cab} CAB)", args.prvql_repo, args.frames, Path(tmp))
 
 
 if __name__ == "__main__":
