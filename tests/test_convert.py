@@ -281,3 +281,27 @@ def test_released_preprocessing_pads_then_resizes_without_antialias():
     crop = Image.fromarray(frame).crop((64, 5, 79, 25)).resize((28, 28), Image.BICUBIC)
     expected = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255).permute(2, 0, 1)
     torch.testing.assert_close(query, (expected - mean) / std)
+
+
+def test_locate_takes_the_authors_file_and_the_converted_file(tmp_path):
+    """``--weights`` of the inference commands: the authors' .pth directly, and the converted file, same track."""
+    import json
+
+    from prvql.data.video import write_video
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (20, 8, 12, 3), dtype=np.uint8).repeat(8, 1).repeat(8, 2)  # 20 frames, 64 x 96
+    for i, frame in enumerate(frames):
+        frame[20:40, 10 + 2 * i : 30 + 2 * i] = 255
+    clip = tmp_path / "walk.mp4"
+    write_video(clip, frames, fps=10.0)
+    src = released_file(tmp_path, "prvql", "cross")
+    out = tmp_path / "converted.safetensors"
+    assert main(["convert", "--checkpoint", str(src), "--output", str(out)]) == 0
+    reports = []
+    for weights in (src, out):
+        folder = tmp_path / weights.suffix.strip(".")
+        args = ["locate", "--video", str(clip), "--query-frame", "15", "--query-box", "50,20,20,20"]
+        assert main([*args, "--weights", str(weights), "--output", str(folder), "--device", "cpu"]) == 0
+        reports.append(json.loads((folder / "track.json").read_text()))
+    assert reports[0]["curve"] == reports[1]["curve"] and len(reports[0]["curve"]) == 8
