@@ -246,6 +246,26 @@ def compare(name: str, repo: Path, frames: int | None, workdir: Path) -> None:
                 f"{name} stage {k + 1} ({source.suffix}): max |logit diff| {dl:.2e} "
                 f"(logit std {b['logits'].std():.2f}), max |box diff| {db:.2e}"
             )
+    if len(expected) > 1:
+        contrast_default_akg(name, checkpoint, frame_feats, query_feats, expected)
+
+
+def contrast_default_akg(name: str, checkpoint: Path, frame_feats, query_feats, expected: list[dict]) -> None:
+    """How many AKG slots were active, and the same comparison with OUR default AKG boxes (clamped, sorted, x/y
+    order): shows that the parity switch is what makes stages 2-3 agree."""
+    from prvql.model.released_weights import load_released
+
+    converted = load_released(checkpoint, overrides=["model.akg.clamp_boxes=true", "model.akg.swap_roi_axes=false"])
+    with torch.no_grad():
+        ours = converted.model.forward_features(frame_feats, query_feats)["stages"]
+        _, _, keep = converted.model.akg.select(ours[0]["logits"], ours[0]["boxes"])
+    print(f"{name}: AKG slots above tau after stage 1: {int(keep.sum())} of {keep.numel()}")
+    for k, (a, b) in enumerate(zip(ours, expected, strict=True)):
+        dl = (a["logits"] - b["logits"]).abs().max().item()
+        db = (a["boxes"] - b["boxes"]).abs().max().item()
+        print(
+            f"{name} stage {k + 1}, our default AKG boxes instead: max |logit diff| {dl:.2e}, max |box diff| {db:.2e}"
+        )
 
 
 def main() -> None:
@@ -256,7 +276,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.meta_path.append(_StubFinder())
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    print(f"torch {torch.__version__}, float32, CPU")
+    print(f"torch {torch.__version__}, float32, CPU", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         compare("VQLoC", args.vqloc_repo, args.frames, Path(tmp))
         if args.prvql_repo is not None:
