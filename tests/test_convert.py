@@ -283,8 +283,9 @@ def test_released_preprocessing_pads_then_resizes_without_antialias():
     torch.testing.assert_close(query, (expected - mean) / std)
 
 
-def test_locate_takes_the_authors_file_and_the_converted_file(tmp_path):
-    """``--weights`` of the inference commands: the authors' .pth directly, and the converted file, same track."""
+def test_locate_takes_the_authors_file(tmp_path):
+    """``--weights`` of the inference commands takes the authors' .pth directly (the converted file's equivalence is
+    :func:`test_convert_detects_and_round_trips`)."""
     import json
 
     from prvql.data.video import write_video
@@ -296,12 +297,7 @@ def test_locate_takes_the_authors_file_and_the_converted_file(tmp_path):
     clip = tmp_path / "walk.mp4"
     write_video(clip, frames, fps=10.0)
     src = released_file(tmp_path, "prvql", "cross")
-    out = tmp_path / "converted.safetensors"
-    assert main(["convert", "--checkpoint", str(src), "--output", str(out)]) == 0
-    reports = []
-    for weights in (src, out):
-        folder = tmp_path / weights.suffix.strip(".")
-        args = ["locate", "--video", str(clip), "--query-frame", "15", "--query-box", "50,20,20,20"]
-        assert main([*args, "--weights", str(weights), "--output", str(folder), "--device", "cpu"]) == 0
-        reports.append(json.loads((folder / "track.json").read_text()))
-    assert reports[0]["curve"] == reports[1]["curve"] and len(reports[0]["curve"]) == 8
+    args = ["locate", "--video", str(clip), "--query-frame", "15", "--query-box", "50,20,20,20", "--device", "cpu"]
+    assert main([*args, "--weights", str(src), "--output", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "track.json").read_text())
+    assert len(report["curve"]) == 8 and len({c["score"] for c in report["curve"]}) > 1
