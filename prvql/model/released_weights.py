@@ -33,6 +33,7 @@ from prvql.model.dinov2_weights import to_timm_layout
 # backbone width -> DINOv2 size letter, and each size's full depth
 _VIT_WIDTHS = {384: "s", 768: "b", 1024: "l", 1536: "g"}
 _VIT_DEPTHS = {"s": 12, "b": 12, "l": 24, "g": 40}
+_DINOV2_PATCH = 14  # every released backbone is a DINOv2 ViT/14
 PRESETS = {"vqloc": "vqloc_vitb14", "prvql": "prvql_released"}
 _PRVQL_STAGE_PREFIXES = ("clipencoderlayers.", "last_clipencoderlayer.")
 
@@ -166,7 +167,8 @@ def released_config(
     overrides: tuple[str, ...] | list[str] = (),
 ) -> Config:
     """The config a converted checkpoint runs with: the preset :attr:`Detected.preset` (or ``config``), the sizes
-    read from the tensors (widths, layers, grid, frames, anchors per cell, backbone), then ``overrides``.
+    read from the tensors (widths, layer counts, grid, frames, AKG slots, backbone), then ``overrides``; the anchors per
+    cell and every other shape are checked against the built model by :func:`map_state`.
 
     The backbone weights come from the checkpoint, so ``model.backbone.weights`` is None.
     """
@@ -180,7 +182,7 @@ def released_config(
             raise CheckpointError(f"{source}: key 's_mlp.fc1.weight' is not square-grid sized ({positions})")
         grid = math.isqrt(positions)
     base = config if isinstance(config, Config) else load_config(config or det.preset)
-    stride = 14
+    stride = _DINOV2_PATCH
     data = config_to_dict(base)
     model = data["model"]
     model["backbone"].update(name=det.backbone, weights=None, depth=det.backbone_depth)
