@@ -6,6 +6,8 @@
   elsewhere cannot run code.
 - Weights (``*.safetensors``): the trainable tensors only (the frozen backbone comes from its own weights file),
   with the resolved config as JSON metadata under ``"config"``. Used by predict / locate / demo.
+- Self-contained weights (``save_weights(..., include_backbone=True)``, written by ``prvql convert``): every tensor
+  of the model, backbone included, metadata ``"backbone": "included"``; ``--weights`` alone runs it.
 
 "Trainable" tensors are the parameters that require a gradient plus the buffers of modules that own such a
 parameter or own no parameter at all (BatchNorm statistics of the head, the anchors); the frozen backbone's
@@ -72,12 +74,25 @@ def load_trainable_state(model: nn.Module, tensors: dict[str, Tensor], source: s
     model.load_state_dict(tensors, strict=False)
 
 
-def save_weights(model: nn.Module, path: str | Path, cfg: Config) -> None:
-    """Write the trainable tensors of ``model`` to a safetensors file, atomically, with ``cfg`` as metadata."""
-    tensors = {k: v.cpu().clone().contiguous() for k, v in trainable_state_dict(model).items()}
+def save_weights(
+    model: nn.Module, path: str | Path, cfg: Config, include_backbone: bool = False, source: str | None = None
+) -> None:
+    """Write the trainable tensors of ``model`` (``include_backbone``: every tensor of its state dict) to a
+    safetensors file, atomically, with ``cfg`` (and ``source``, where the weights came from) as metadata."""
+    state = model.state_dict() if include_backbone else trainable_state_dict(model)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     metadata = {"format": "prvql", "config": json.dumps(config_to_dict(cfg))}
+    if include_backbone:
+        metadata["backbone"] = "included"
+    if source is not None:
+        metadata["source"] = source
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
+
+
+def weights_include_backbone(path: str | Path) -> bool:
+    """True for a self-contained weights file (metadata ``"backbone": "included"``)."""
+    return _read_metadata(Path(path)).get("backbone") == "included"
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
@@ -90,21 +105,39 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a :func:`save_weights` file into ``model`` (strict about its trainable keys)."""
+    """Load a :func:`save_weights` file into ``model`` (strict about its trainable keys, or about every key of the
+    model's state dict for a self-contained file)."""
     path = Path(path)
-    load_trainable_state(model, _read_safetensors(path), path)
+    tensors = _read_safetensors(path)
+    if not weights_include_backbone(path):
+        load_trainable_state(model, tensors, path)
+        return
+    expected = model.state_dict()
+    for key in sorted(set(expected) - set(tensors))[:1]:
+        raise CheckpointError(f"{path}: missing key '{key}' (the file does not fit this model)")
+    for key in sorted(set(tensors) - set(expected))[:1]:
+        raise CheckpointError(f"{path}: unexpected key '{key}' (the file does not fit this model)")
+    for key, value in expected.items():
+        if tuple(tensors[key].shape) != tuple(value.shape):
+            got, want = tuple(tensors[key].shape), tuple(value.shape)
+            raise CheckpointError(f"{path}: key '{key}' has shape {got}, the model expects {want}")
+    model.load_state_dict(tensors, strict=True)
+
+
+def _read_metadata(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
 def load_weights_config(path: str | Path) -> Config:
     """The resolved config stored in a weights file's metadata."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    metadata = _read_metadata(path)
     if "config" not in metadata:
         raise CheckpointError(f"{path}: metadata has no 'config' (not written by prvql)")
     try:

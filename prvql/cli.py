@@ -28,6 +28,7 @@ COMMANDS = {
     "bench": "bench",
     "demo": "demo",
     "app": "app",
+    "convert": "convert",
 }
 
 

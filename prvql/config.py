@@ -83,6 +83,7 @@ class AKGConfig:
     tau: float = 0.7
     roi_size: int = 5
     swap_roi_axes: bool = False  # True reproduces the released code's (y, x) RoIAlign order
+    clamp_boxes: bool = True  # False passes the boxes to RoIAlign unclamped and unsorted, as released
 
 
 @dataclass
@@ -143,6 +144,9 @@ class DataConfig:
     egotracks_annotations: str | None = None
     sampler: str = "balance"  # "balance" (VQLoC VQ2D) | "random" (around one positive frame)
     pad_value: float = 0.5  # ONE pad value, used in training and inference
+    released_preprocessing: bool = (
+        False  # True: pad then bilinear resize without antialias; PIL query crop (as released)
+    )
     augment: bool = True
     color_jitter: tuple[float, float, float] = (0.4, 0.4, 0.3)  # brightness, contrast, saturation
     flip_prob: float = 0.5

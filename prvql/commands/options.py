@@ -14,7 +14,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--config`` and ``--weights``, read by :func:`prvql.engine.trained_model.load_inference_model`."""
     parser.add_argument("--config", help="config file or preset (default: the one stored in --weights)")
     parser.add_argument(
-        "--weights", type=Path, help="trained weights (.safetensors; with neither option: the shipped demo model)"
+        "--weights",
+        type=Path,
+        help="trained weights (.safetensors, or the authors' VQLoC/PRVQL .pth checkpoint; with neither option: "
+        "the shipped demo model)",
     )
 
 

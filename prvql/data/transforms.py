@@ -8,6 +8,12 @@
 
 The content is resized before padding (cheap on large frames); the integer placement differs from the exact
 geometry of ``normalize_boxes`` by at most one output pixel.
+
+``released=True`` (``data.released_preprocessing``, set by the presets ``prvql convert`` picks for the authors'
+checkpoints) reproduces the released inference code instead: frames are padded at full resolution by
+``(long - short) // 2`` on both sides of the short side, then resized bilinearly *without* antialiasing; the query
+box is squared and clipped to ``[0, H-1] x [0, W-1]`` as released, cropped with PIL (rounded corners) and resized
+with PIL's default bicubic filter.
 """
 
 from __future__ import annotations
@@ -74,9 +80,21 @@ def pad_resize(frames: Frames, size: int, pad_value: float) -> Tensor:
     return out
 
 
-def prepare_frames(frames: Frames, size: int, pad_value: float) -> Tensor:
-    """uint8 [N, H, W, 3] -> float [N, 3, S, S]: pad to a square with ``pad_value``, resize, ImageNet-normalise."""
-    return normalize_image(pad_resize(frames, size, pad_value))
+def pad_resize_released(frames: Frames, size: int, pad_value: float) -> Tensor:
+    """The released code's frames: pad ``(long - short) // 2`` on both sides of the short side with ``pad_value``,
+    then bilinear resize (no antialias) to ``S x S``. uint8 [N, H, W, 3] -> float [N, 3, S, S] in [0, 1]."""
+    x = to_tensor_nchw(frames).float().div(255)
+    height, width = x.shape[-2:]
+    band = abs(height - width) // 2
+    pad = (0, 0, band, band) if height < width else (band, band, 0, 0)
+    x = F.pad(x, pad, value=pad_value)
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=False, align_corners=False)
+
+
+def prepare_frames(frames: Frames, size: int, pad_value: float, released: bool = False) -> Tensor:
+    """uint8 [N, H, W, 3] -> float [N, 3, S, S]: pad to a square with ``pad_value``, resize, ImageNet-normalise
+    (``released``: :func:`pad_resize_released`)."""
+    return normalize_image((pad_resize_released if released else pad_resize)(frames, size, pad_value))
 
 
 def query_crop_box(box_xyxy: Sequence[float] | Tensor, height: int, width: int) -> tuple[int, int, int, int]:
@@ -88,17 +106,33 @@ def query_crop_box(box_xyxy: Sequence[float] | Tensor, height: int, width: int) 
     return x1, y1, min(x2, width), min(y2, height)
 
 
-def prepare_query(frame: Frames, box_xyxy: Sequence[float] | Tensor, size: int) -> Tensor:
+def released_query_box(box_xyxy: Sequence[float] | Tensor, height: int, width: int) -> tuple[float, ...]:
+    """The released code's square query box: side ``2 * max(h, w) / 2`` about the centre, clipped to
+    ``[0, W-1] x [0, H-1]`` (float pixels, xyxy)."""
+    x1, y1, x2, y2 = (float(v) for v in torch.as_tensor(box_xyxy, dtype=torch.float64).reshape(4))
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    r = max(cx - x1, cy - y1)
+    return max(cx - r, 0.0), max(cy - r, 0.0), min(cx + r, width - 1.0), min(cy + r, height - 1.0)
+
+
+def prepare_query(frame: Frames, box_xyxy: Sequence[float] | Tensor, size: int, released: bool = False) -> Tensor:
     """The query image from its frame.
 
     Args:
         frame: uint8 [H, W, 3] (numpy or torch).
         box_xyxy: visual-crop box in pixels of ``frame``.
         size: side S of the output.
+        released: crop and resize as the released code does (PIL, see the module docstring).
 
     Returns:
         float [3, S, S], ImageNet-normalised: the squared box's content resized directly (antialiased) to S x S.
     """
+    if released:
+        from PIL import Image
+
+        image = Image.fromarray(np.ascontiguousarray(np.asarray(frame.cpu() if isinstance(frame, Tensor) else frame)))
+        crop = image.crop(released_query_box(box_xyxy, image.height, image.width)).resize((size, size))
+        return normalize_image(torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1))
     x = to_tensor_nchw(frame[None] if isinstance(frame, np.ndarray) else frame.unsqueeze(0))
     x1, y1, x2, y2 = query_crop_box(box_xyxy, x.shape[2], x.shape[3])
     crop = _resize(x[:, :, y1:y2, x1:x2], size, size)

@@ -127,11 +127,12 @@ def clip_jobs(annotations: AnnotationSet) -> list[ClipJob]:
     return list(jobs.values())
 
 
-def make_query(reader: VideoReader, record: QueryRecord, input_size: int) -> ClipQuery:
+def make_query(reader: VideoReader, record: QueryRecord, input_size: int, released: bool = False) -> ClipQuery:
     """The :class:`ClipQuery` of ``record`` on the clip opened in ``reader``.
 
     The visual crop box is given in the annotation's ``frame_width x frame_height`` pixels; it is scaled to the
-    decoded clip's resolution before cropping, and boxes come back in the annotation's resolution.
+    decoded clip's resolution before cropping, and boxes come back in the annotation's resolution. ``released``:
+    crop and resize as the released code does (:func:`prvql.data.transforms.prepare_query`).
     """
     if not 0 <= record.visual_crop_frame < reader.num_frames:
         raise VideoError(
@@ -141,7 +142,7 @@ def make_query(reader: VideoReader, record: QueryRecord, input_size: int) -> Cli
     frame = reader.read([record.visual_crop_frame])[0]
     original = (record.frame_height, record.frame_width)
     box = rescale_boxes(torch.tensor(record.visual_crop_box), original, (reader.height, reader.width))
-    image = prepare_query(frame, box, input_size)
+    image = prepare_query(frame, box, input_size, released)
     return ClipQuery(record.key, image, record.query_frame, original)
 
 
@@ -178,7 +179,9 @@ def predict_clips(
                 queries = []
                 for record in todo:
                     try:
-                        queries.append(make_query(reader, record, predictor.input_size))
+                        queries.append(
+                            make_query(reader, record, predictor.input_size, predictor.released_preprocessing)
+                        )
                     except VideoError as exc:
                         logger.warning("query %s will be empty: %s", record.key, exc)
                 end = max((q.num_frames for q in queries), default=0)

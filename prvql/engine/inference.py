@@ -161,6 +161,7 @@ class Predictor:
         num_frames: T, the training window length.
         input_size: S, the square model input side.
         pad_value: value of the pad-to-square band (the training one).
+        released_preprocessing: prepare frames and queries as the released code does (``prvql.data.transforms``).
         windows_per_batch: windows per stage forward pass; also the number of window starts per streamed chunk.
         window_overlap: frames shared by consecutive windows (0 = the released code's non-overlapping windows).
         overlap_reduce: ``"mean"`` or ``"max"`` of a frame's scores over the windows that cover it.
@@ -176,6 +177,7 @@ class Predictor:
         num_frames: int,
         input_size: int,
         pad_value: float,
+        released_preprocessing: bool = False,
         windows_per_batch: int = 4,
         window_overlap: int = 0,
         overlap_reduce: str = "mean",
@@ -196,6 +198,7 @@ class Predictor:
         self.num_frames = num_frames
         self.input_size = input_size
         self.pad_value = pad_value
+        self.released_preprocessing = released_preprocessing
         self.windows_per_batch = windows_per_batch
         self.stride = num_frames - window_overlap
         self.overlap_reduce = overlap_reduce
@@ -364,7 +367,9 @@ class _FrameStream:
             return
         if self.frame_size is None:
             self.frame_size = (int(decoded[0].shape[0]), int(decoded[0].shape[1]))
-        images = prepare_frames(torch.from_numpy(np.stack(decoded)).to(p.device), p.input_size, p.pad_value)
+        images = prepare_frames(
+            torch.from_numpy(np.stack(decoded)).to(p.device), p.input_size, p.pad_value, p.released_preprocessing
+        )
         p.stats.decode_seconds += time.perf_counter() - t0
         feats = p._backbone(images)
         self.feats = feats if self.feats is None else torch.cat([self.feats, feats])
@@ -388,6 +393,7 @@ def build_predictor(
         num_frames=cfg.model.num_frames,
         input_size=cfg.model.input_size,
         pad_value=cfg.data.pad_value,
+        released_preprocessing=cfg.data.released_preprocessing,
         windows_per_batch=inf.windows_per_batch,
         window_overlap=inf.window_overlap,
         overlap_reduce=inf.overlap_reduce,

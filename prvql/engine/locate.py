@@ -129,7 +129,9 @@ def locate(
                 progress(read, num_frames)
             yield frame
 
-    query = ClipQuery("query", prepare_query(query_image, box, predictor.input_size), num_frames)
+    query = ClipQuery(
+        "query", prepare_query(query_image, box, predictor.input_size, predictor.released_preprocessing), num_frames
+    )
     if progress is not None:
         progress(0, num_frames)
     result = predictor.predict(watched(frames), query)

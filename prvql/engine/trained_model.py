@@ -2,6 +2,9 @@
 
 Weights files (``prvql.checkpoint.save_weights``) carry the trainable tensors and the resolved config, so
 ``--weights`` alone is enough; the shipped demo model is used when neither ``--config`` nor ``--weights`` is given.
+``--weights`` also takes a self-contained file written by ``prvql convert`` and the authors' own VQLoC / PRVQL
+checkpoint files (any name not ending in ``.safetensors``), converted in memory
+(:mod:`prvql.model.released_weights`).
 """
 
 from __future__ import annotations
@@ -43,23 +46,28 @@ def load_inference_model(
 
     Args:
         config: config file or preset; ``None`` = the config stored in the weights file.
-        weights: ``prvql.checkpoint.save_weights`` file (the trainable parts; the backbone comes from
-            ``cfg.model.backbone.weights``). ``config`` and ``weights`` both None = the shipped demo model
-            (:func:`default_model_paths`).
+        weights: ``prvql.checkpoint.save_weights`` file (the trainable parts, the backbone then coming from
+            ``cfg.model.backbone.weights``; or a self-contained file), or an authors' ``.pth`` checkpoint.
+            ``config`` and ``weights`` both None = the shipped demo model (:func:`default_model_paths`).
         overrides: dotted ``key=value`` overrides applied last.
 
     Raises:
         ConfigError: a config without weights, or a bad override.
         CheckpointError: a missing or unfitting weights file.
     """
-    from prvql.checkpoint import load_weights, load_weights_config
+    from prvql.checkpoint import load_weights, load_weights_config, weights_include_backbone
     from prvql.config import config_from_dict, config_to_dict, parse_override
     from prvql.model import build_prvql
+    from prvql.model.released_weights import load_released
 
     if config is None and weights is None:
         config, weights = default_model_paths()
     if weights is None:
         raise ConfigError("--config needs --weights (a model with random weights finds nothing)")
+    if Path(weights).suffix != ".safetensors":
+        converted = load_released(weights, config, list(overrides))
+        logger.info("%s", converted.summary(weights))
+        return converted.cfg, converted.model
     if config is not None:
         cfg = load_config(config, list(overrides))
     else:
@@ -67,7 +75,9 @@ def load_inference_model(
         for text in overrides:
             _deep_update(data, parse_override(text))
         cfg = config_from_dict(data)
-    if cfg.model.backbone.weights is None:
+    if weights_include_backbone(weights):
+        cfg.model.backbone.weights = None  # the file holds the backbone
+    elif cfg.model.backbone.weights is None:
         logger.warning("model.backbone.weights is not set: the frozen backbone keeps its random initialisation")
     torch.manual_seed(0)  # whatever stays random (a backbone without weights) is the same in every process
     model = build_prvql(cfg.model)

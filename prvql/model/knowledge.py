@@ -15,18 +15,23 @@ class AppearanceKnowledgeGeneration(nn.Module):
     are kept (Eq. 9), a slot with sigmoid(c) < ``tau`` becomes zeros (released code: select, then zero-fill);
     each remaining box is RoI-aligned on that frame's stage-input features V_k (Eq. 10). Boxes are clamped to
     the map and put in (x1, y1, x2, y2) order; ``swap_roi_axes`` passes (y1, x1, y2, x2) as the released code
-    did. The selection is not differentiable; gradients reach V_k through RoIAlign.
+    did, and ``clamp_boxes=False`` skips the clamping and corner sorting, as released. The selection is not
+    differentiable; gradients reach V_k through RoIAlign.
 
     Args:
         top_n: n, knowledge slots.
         tau: confidence threshold on sigmoid(logit).
         roi_size: RoIAlign output side.
         swap_roi_axes: reproduce the released code's transposed boxes.
+        clamp_boxes: clamp to the map and sort the corners (False: the boxes as predicted, as released).
     """
 
-    def __init__(self, top_n: int, tau: float, roi_size: int, swap_roi_axes: bool = False) -> None:
+    def __init__(
+        self, top_n: int, tau: float, roi_size: int, swap_roi_axes: bool = False, clamp_boxes: bool = True
+    ) -> None:
         super().__init__()
         self.top_n, self.tau, self.roi_size, self.swap_roi_axes = top_n, tau, roi_size, swap_roi_axes
+        self.clamp_boxes = clamp_boxes
 
     @torch.no_grad()
     def select(self, logits: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -64,9 +69,10 @@ class AppearanceKnowledgeGeneration(nn.Module):
         b, t, c, h, w = video.shape
         frames, chosen, keep = self.select(logits, boxes)
         scale = chosen.new_tensor([w, h, w, h])
-        chosen = torch.minimum((chosen.float() * scale).clamp(min=0), scale)
-        x1, y1, x2, y2 = chosen.unbind(-1)
-        ordered = torch.stack([x1.minimum(x2), y1.minimum(y2), x1.maximum(x2), y1.maximum(y2)], dim=-1)
+        ordered = chosen.float() * scale
+        if self.clamp_boxes:
+            x1, y1, x2, y2 = torch.minimum(ordered.clamp(min=0), scale).unbind(-1)
+            ordered = torch.stack([x1.minimum(x2), y1.minimum(y2), x1.maximum(x2), y1.maximum(y2)], dim=-1)
         if self.swap_roi_axes:
             ordered = ordered[..., [1, 0, 3, 2]]
         flat_index = (torch.arange(b, device=frames.device)[:, None] * t + frames).float()

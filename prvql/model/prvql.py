@@ -128,9 +128,10 @@ class PRVQL(nn.Module):
         return {**stages[-1], "anchors": self.anchors, "stages": stages}
 
 
-def build_prvql(cfg: ModelConfig) -> PRVQL:
+def build_prvql(cfg: ModelConfig, backbone: nn.Module | None = None) -> PRVQL:
     """Build the network from the model config (the only reader of ``cfg``). Grid sizes follow from the
-    backbone stride and ``cfg.input_size``; every ablation of the paper is a field of ``cfg``."""
+    backbone stride and ``cfg.input_size``; every ablation of the paper is a field of ``cfg``. ``backbone``: one
+    already built from ``cfg.backbone`` (e.g. on the meta device, when a checkpoint supplies its weights)."""
     if not cfg.backbone.frozen:
         raise ConfigError("model.backbone.frozen: only a frozen backbone is supported")
     if cfg.num_stages < 1:
@@ -141,7 +142,7 @@ def build_prvql(cfg: ModelConfig) -> PRVQL:
         raise ConfigError(f"model.vfr.base: '{cfg.vfr.base}' is not 'current' or 'initial'")
     if cfg.skg.temporal_source not in ("center", "received"):
         raise ConfigError(f"model.skg.temporal_source: '{cfg.skg.temporal_source}' is not 'center' or 'received'")
-    backbone = build_backbone(cfg.backbone)
+    backbone = build_backbone(cfg.backbone) if backbone is None else backbone
     if cfg.input_size % backbone.stride:
         raise ConfigError(f"model.input_size: {cfg.input_size} is not a multiple of the stride {backbone.stride}")
     grid = cfg.input_size // backbone.stride
@@ -173,7 +174,9 @@ def build_prvql(cfg: ModelConfig) -> PRVQL:
     between = cfg.num_stages > 1
     akg = qfr = skg = vfr = None
     if between and cfg.akg.enabled:
-        akg = AppearanceKnowledgeGeneration(cfg.akg.top_n, cfg.akg.tau, cfg.akg.roi_size, cfg.akg.swap_roi_axes)
+        akg = AppearanceKnowledgeGeneration(
+            cfg.akg.top_n, cfg.akg.tau, cfg.akg.roi_size, cfg.akg.swap_roi_axes, cfg.akg.clamp_boxes
+        )
         qfr = QueryFeatureRefinement(
             cfg.dim, cfg.akg.top_n, cfg.qfr.mode, cfg.qfr.num_heads, cfg.qfr.ffn_dim, cfg.qfr.dropout
         )
