@@ -56,6 +56,16 @@ def plain_name(value: str, where: str, error: type[PRVQLError] = PRVQLError) -> 
     return value
 
 
+def file_in(folder: str | Path, name: str, suffix: str = "") -> Path:
+    """``folder / (name + suffix)`` for a uid ``name`` from data, refused unless it is a plain name.
+
+    Raises:
+        PRVQLError: ``name`` is not a plain name (so the path would leave ``folder``).
+    """
+    plain_name(name, f"{folder}: file name {str(name)[:80]!r}")
+    return Path(folder) / f"{name}{suffix}"
+
+
 def os_error_message(exc: OSError, path: str | Path | None = None) -> str:
     """``"<path>: <reason>"`` for an OSError (``path`` when the error names no file)."""
     target = exc.filename if exc.filename is not None else path

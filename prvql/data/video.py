@@ -21,6 +21,7 @@ import numpy as np
 
 from prvql.atomic import atomic_path
 from prvql.errors import VideoError
+from prvql.paths import check_input_file
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,7 @@ class VideoReader:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise VideoError(f"{self.path}: video file not found")
+        self.path = check_input_file(path, "video file", VideoError)
         try:
             self._container = av.open(str(self.path))
         except _AV_ERRORS as exc:
