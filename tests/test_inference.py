@@ -398,8 +398,8 @@ def test_visualize_negative_margin_exits_2(tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--height", "0"], "--height: must be >= 1 pixel (got 0)"),
-        (["--frames", "0"], "--frames: must be >= 1 (got 0)"),
+        (["--height", "0"], "--height: must be in [1, 4096] (got 0)"),
+        (["--frames", "0"], "--frames: must be in [1, 100000] (got 0)"),
     ],
 )
 def test_bench_bad_options_exit_2(capsys, argv: list[str], message: str) -> None:
