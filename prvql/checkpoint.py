@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import pickle
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,9 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     """
     path = check_input_file(path, "checkpoint", CheckpointError)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns (several lines) about foreign pickle protocols: we refuse anyway
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # torch explains weights_only over several lines: keep the cause
         boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
