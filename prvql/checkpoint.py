@@ -134,7 +134,7 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = " ".join(line for line in lines if not line.startswith(boilerplate)) or "unpickling refused"
         raise CheckpointError(
-            f"{path}: refused, not a checkpoint of plain tensors (torch.load with weights_only: {reason})"
+            f"{path}: not a readable checkpoint of plain tensors (torch.load with weights_only refused it: {reason})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint ({one_line(str(exc), 200)})") from None

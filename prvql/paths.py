@@ -75,6 +75,15 @@ def os_error_message(exc: OSError, path: str | Path | None = None) -> str:
     return f"{target}: {reason}" if target is not None else reason
 
 
+def _nameable(path: Path, option: str) -> None:
+    """Refuse a path the operating system cannot name: a NUL byte, or a component longer than 255 bytes."""
+    if "\x00" in str(path):
+        raise PRVQLError(f"{option}: {str(path)!r}: contains a NUL byte")
+    for part in path.parts:
+        if len(os.fsencode(part)) > 255:
+            raise PRVQLError(f"{option}: {path}: the name {part[:40]!r}... is longer than 255 bytes")
+
+
 def _existing_ancestor(path: Path, option: str) -> Path:
     """The nearest existing ancestor of ``path``; it must be a writable folder."""
     parent = path.parent
@@ -96,6 +105,7 @@ def check_output_file(path: str | Path, option: str) -> Path:
         PRVQLError: ``path`` is a folder, sits under a file, or its folder is not writable.
     """
     path = Path(path)
+    _nameable(path, option)
     if path.is_dir():
         raise PRVQLError(f"{option}: {path}: is a folder, expected a file name")
     if path.name in ("", ".", ".."):
@@ -113,6 +123,7 @@ def check_output_dir(path: str | Path, option: str) -> Path:
         PRVQLError: ``path`` is a file, sits under a file, or cannot be written.
     """
     path = Path(path)
+    _nameable(path, option)
     if path.exists():
         if not path.is_dir():
             raise PRVQLError(f"{option}: {path}: is a file, expected a folder")
@@ -126,6 +137,8 @@ def check_output_dir(path: str | Path, option: str) -> Path:
 def check_input_file(path: str | Path, what: str, error: type[PRVQLError] = PRVQLError) -> Path:
     """``path`` if it is a readable file, else raise ``error`` saying it is missing, a folder or unreadable."""
     path = Path(path)
+    if "\x00" in str(path):
+        raise error(f"{str(path)!r}: {what} not found (the name contains a NUL byte)")
     if path.is_dir():
         raise error(f"{path}: is a folder, expected {what}")
     if not path.exists():

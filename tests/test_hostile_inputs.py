@@ -566,6 +566,8 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_work(
     assert expected in refused(workspace, [*argv, option, wrong_kind], capsys, must_name=option)
     under_a_file = a_file / "sub" / ("out.json" if command in FILE_OUTPUTS else "out")
     assert "is a file, not a folder" in refused(workspace, [*argv, option, under_a_file], capsys, must_name=option)
+    assert "NUL" in refused(workspace, [*argv, option, workspace / "out" / "a\x00b"], capsys, must_name=option)
+    assert "255 bytes" in refused(workspace, [*argv, option, workspace / "out" / ("n" * 300)], capsys)
     if os.geteuid() != 0:  # root writes anywhere
         read_only = workspace / "in" / "read_only"
         read_only.mkdir()
