@@ -193,6 +193,7 @@ ANNOTATION_EDITS = {
     "query set named ../2": _query_set_named("../2"),
     "query set named a/b": _query_set_named("a/b"),
     "query set named ..": _query_set_named(".."),
+    "query key too long": _query_set_named("q" * 198),
 }
 
 PQ = ["results", "videos", 0, "clips", 0, "predictions", 0, "query_sets", "1"]

@@ -375,7 +375,9 @@ class _Parser:
                         plain_name(name, f"{self.name}: {qw}", AnnotationError)
                         ids = (video_uid, clip_uid, annotation_uid, str(name))
                         records[str(name)] = self.query_set(qs, qw, ids, num_frames)
-                        unique("query key", records[str(name)].key, qw)
+                        key = records[str(name)].key  # names the query's cache file: <key>.npz
+                        plain_name(key, f"{self.name}: {qw} (query key annotation_uid_name)", AnnotationError)
+                        unique("query key", key, qw)
                     clip_entry.annotations.append(AnnotationEntry(annotation_uid, records))
                 entry.clips.append(clip_entry)
             result.videos.append(entry)
