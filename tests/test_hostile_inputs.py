@@ -506,6 +506,8 @@ def test_uids_that_are_paths_never_reach_the_file_system(workspace: Path, capsys
         ["predict", "--annotations", paths["ann.json"], "--clips", clips, "--output", out / "p.json"],
     ):
         assert "clip_uid" in refused(workspace, argv, capsys, must_name="ann.json")
+    if uid.startswith("/"):
+        assert not any(Path(uid + suffix).exists() for suffix in (".mp4", ""))
 
 
 def test_predict_refuses_duplicate_uids_before_any_work(workspace: Path, capsys) -> None:
