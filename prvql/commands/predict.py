@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from prvql.engine.trained_model import default_model_paths, load_inference_model
     from prvql.paths import check_input_dir, check_output_dir, check_output_file
 
-    cache = ScoreCache(args.cache or args.output.with_name(args.output.name + ".cache"))
     check_output_file(args.output, "--output")
+    cache = ScoreCache(args.cache or args.output.with_name(args.output.name + ".cache"))
     check_output_dir(cache.root, "--cache")
     annotations = load_annotations(args.annotations)
     check_input_dir(args.clips, "--clips folder of <clip_uid>.mp4")

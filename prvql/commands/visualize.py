@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.margin is not None and args.margin < 0:
         raise PRVQLError(f"--margin: must be >= 0 (got {args.margin})")
-    png = args.output.with_suffix(".scores.png")
     check_output_file(args.output, "--output")
+    png = args.output.with_suffix(".scores.png")
     check_output_file(png, "--output (its .scores.png)")
     check_input_dir(args.clips, "--clips folder of <clip_uid>.mp4")
     annotations = load_annotations(args.annotations)
