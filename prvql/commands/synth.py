@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     ):
         if not least <= value <= most:
             raise PRVQLError(f"{option}: must be in [{least}, {most}] (got {value})")
+    if not 0 <= args.seed < 2**63:
+        raise PRVQLError(f"--seed: must be in [0, 2**63) (got {args.seed})")
     if args.width % 2 or args.height % 2:
         raise PRVQLError(f"--width and --height must be even (got {args.width}x{args.height})")
     if not 0 <= args.val_fraction <= 1:
