@@ -16,6 +16,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 from prvql.errors import PRVQLError, one_line
 
@@ -33,9 +34,16 @@ COMMANDS = {
 }
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is ONE ``prvql: error:`` line (exit 2) pointing at ``--help``, not the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"prvql: error: {one_line(message)} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``prvql`` parser with one subparser per entry of :data:`COMMANDS`."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="prvql", description="PRVQL: visual query localization in egocentric videos (Ego4D VQ2D)."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -61,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         overrides = [a for a in extra if "=" in a and not a.startswith("-")]
         if len(overrides) != len(extra) or not hasattr(args, "overrides"):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            parser.error(f"{args.command}: unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *overrides]
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"

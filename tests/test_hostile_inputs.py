@@ -674,6 +674,28 @@ def test_sizes_a_user_can_pass_are_bounded(workspace: Path, capsys, argv: list[s
     refused(workspace, [*argv, out_option, workspace / "out" / "x"], capsys)
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train"],
+        ["train", "--output"],
+        ["bogus"],
+        ["evaluate", "--annotations", "a", "--predictions", "p", "stray"],
+        ["demo", "model.dim=8"],
+        ["bench", "--frames", "many"],
+        ["data", "extract-clips", "--annotations", "a"],
+    ],
+    ids=" ".join,
+)
+def test_usage_errors_are_one_line_too(workspace: Path, capsys, argv: list[str]) -> None:
+    before = snapshot(workspace)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("prvql: error: ")
+    assert "--help" in err and snapshot(workspace) == before
+
+
 def test_key_value_overrides_are_read_after_options(workspace: Path, capsys) -> None:
     """Used to be "unrecognized arguments"; now the override is read and judged like any other."""
     line = refused(workspace, ["bench", "--config", "tiny", "--frames", "0", "model.dim=8"], capsys)
