@@ -702,3 +702,12 @@ def test_key_value_overrides_are_read_after_options(workspace: Path, capsys) -> 
     assert "--frames" in line
     line = refused(workspace, ["train", "--config", "tiny", "--output", workspace / "out", "train.nope=1"], capsys)
     assert "train.nope" in line
+
+
+def test_model_settings_that_do_not_fit_the_weights_are_named(workspace: Path, media: dict, capsys) -> None:
+    """`--set model.dim=8` used to be reported as a weights file that does not fit; now the setting is named."""
+    argv = ["locate", "--video", media["video"], "--query", media["query"], "--output", workspace / "out" / "x"]
+    line = refused(workspace, [*argv, "--set", "model.dim=8"], capsys)
+    assert "model.dim=8 (trained: 64)" in line
+    line = refused(workspace, [*argv, "model.num_frames=0"], capsys)
+    assert "model.num_frames: must be in [1," in line

@@ -81,8 +81,8 @@ def load_inference_model(
 
 def check_model_matches_weights(cfg: Config, weights: str | Path) -> None:
     """Refuse a config whose ``model`` section differs from the one the weights were trained with (stored in the
-    weights file), naming the first differing key, e.g. ``model.num_frames=0`` against 6; the backbone's weights
-    file may differ. Weights without a stored config are not compared. Called when the tensors do not fit, so
+    weights file), naming the differing keys, e.g. ``model.dim=8`` against 64; the backbone's weights file may
+    differ. Weights without a stored config are not compared. Called when the tensors do not fit, so
     that the message blames the setting rather than the file (settings without tensors may differ on purpose).
 
     Raises:
@@ -98,22 +98,23 @@ def check_model_matches_weights(cfg: Config, weights: str | Path) -> None:
     given = config_to_dict(cfg.model)
     trained["backbone"].pop("weights", None)
     given["backbone"].pop("weights", None)
-    difference = _first_difference(trained, given, "model")
-    if difference is not None:
-        key, was, now = difference
-        raise ConfigError(f"{key}: {now!r} differs from the {was!r} that {weights} was trained with")
+    differences = _differences(trained, given, "model")
+    if differences:
+        shown = ", ".join(f"{key}={now!r} (trained: {was!r})" for key, was, now in differences[:4])
+        more = f" and {len(differences) - 4} more" if len(differences) > 4 else ""
+        raise ConfigError(f"{shown}{more}: not the settings {weights} was trained with, so its tensors do not fit")
 
 
-def _first_difference(a: dict, b: dict, prefix: str) -> tuple[str, object, object] | None:
+def _differences(a: dict, b: dict, prefix: str) -> list[tuple[str, object, object]]:
+    """(dotted key, value in a, value in b) for every leaf where the nested dicts differ, in key order."""
+    found = []
     for key in sorted(a.keys() | b.keys()):
         here = f"{prefix}.{key}"
         if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-            found = _first_difference(a[key], b[key], here)
-            if found is not None:
-                return found
+            found += _differences(a[key], b[key], here)
         elif a.get(key) != b.get(key):
-            return here, a.get(key), b.get(key)
-    return None
+            found.append((here, a.get(key), b.get(key)))
+    return found
 
 
 def _deep_update(target: dict, update: dict) -> None:
