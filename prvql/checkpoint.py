@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import pickle
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ from torch import Tensor, nn
 
 from prvql.atomic import atomic_path
 from prvql.config import Config, config_from_dict, config_to_dict
-from prvql.errors import CheckpointError, ConfigError
+from prvql.errors import CheckpointError, ConfigError, one_line
+from prvql.paths import check_input_file
 
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "iteration", "sampler", "rng", "config")
 
@@ -96,8 +98,7 @@ def weights_include_backbone(path: str | Path) -> bool:
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file")
+    check_input_file(path, "weights file", CheckpointError)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -125,8 +126,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 
 
 def _read_metadata(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file")
+    check_input_file(path, "weights file", CheckpointError)
     try:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata() or {}
@@ -158,13 +158,20 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     Raises:
         CheckpointError: missing, corrupt, or lacking one of :data:`CHECKPOINT_KEYS`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
+    path = check_input_file(path, "checkpoint", CheckpointError)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from exc
+        with warnings.catch_warnings():  # torch warns (several lines) about foreign pickle protocols: we refuse anyway
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch explains weights_only over several lines: keep the cause
+        boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = " ".join(line for line in lines if not line.startswith(boilerplate)) or "unpickling refused"
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint of plain tensors (torch.load with weights_only refused it: {reason})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({one_line(str(exc), 200)})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a prvql training checkpoint")
     for key in CHECKPOINT_KEYS:

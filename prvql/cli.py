@@ -4,7 +4,10 @@ Each subcommand lives in ``prvql/commands/<name>.py`` and exposes ``add_argument
 ``run(args) -> int``; its module docstring's first line is the help text. Command modules import heavy
 dependencies inside ``run`` so that ``prvql --help`` stays fast.
 
-Bad input raises :class:`prvql.errors.PRVQLError`; it is printed as one line and the exit status is 2.
+Exit status (docs/ERRORS.md): 0 success; 2 bad input, printed as ONE line ``prvql: error: ...`` (a
+:class:`prvql.errors.PRVQLError`, or an :class:`OSError` such as a full disk or a read-only folder, shown with its path
+and reason); 130 interrupted (Ctrl-C); anything else is a bug. Dotted ``KEY=VALUE`` config overrides are accepted
+anywhere on the line for the commands that take overrides (``train``'s positional ones, ``--set`` elsewhere).
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
-from prvql.errors import PRVQLError
+from prvql.errors import PRVQLError, one_line
 
 # subcommand name -> module in prvql.commands
 COMMANDS = {
@@ -32,9 +36,16 @@ COMMANDS = {
 }
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is ONE ``prvql: error:`` line (exit 2) pointing at ``--help``, not the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"prvql: error: {one_line(message)} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``prvql`` parser with one subparser per entry of :data:`COMMANDS`."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="prvql", description="PRVQL: visual query localization in egocentric videos (Ego4D VQ2D)."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -56,14 +67,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit status (2 for a :class:`PRVQLError`, 130 for Ctrl-C)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+        if len(overrides) != len(extra) or not hasattr(args, "overrides"):
+            parser.error(f"{args.command}: unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *overrides]
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
     try:
         return int(args._run(args) or 0)
     except PRVQLError as exc:
-        print(f"prvql: error: {exc}", file=sys.stderr)
+        print(f"prvql: error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the machine refused: read-only folder, full disk, too many open files ...
+        from prvql.paths import os_error_message
+
+        print(f"prvql: error: {one_line(os_error_message(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("prvql: interrupted", file=sys.stderr)

@@ -13,6 +13,7 @@ Preset names (``prvql_vitb14``, ``vqloc_vitb14``, ``tiny``, ``demo``) resolve to
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import yaml
 from prvql.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent / "configs"
+MAX_INT = 2**53  # integers beyond this are refused (no setting needs them; floats could not hold them)
 
 
 @dataclass
@@ -264,17 +266,26 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_INT:
+                raise ConfigError(
+                    f"{where}: integer out of range (|value| must be <= 2**53, got {len(str(value))} digits)"
+                )
             return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise ConfigError(f"{where}: expected an integer, got {value!r:.80}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value) if abs(value) <= MAX_INT or isinstance(value, float) else math.inf
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{where}: expected a number, got {value!r:.80}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: must be a finite number (got {value!r:.80})")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -304,6 +315,8 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str = "") -> Any:
 def resolve_config_path(name_or_path: str | Path) -> Path:
     """A YAML path, or a preset name such as ``tiny`` that names ``prvql/configs/tiny.yaml``."""
     path = Path(name_or_path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, expected a YAML config file or a preset name")
     if path.exists():
         return path
     preset = PRESET_DIR / f"{name_or_path}.yaml"
@@ -320,7 +333,7 @@ def parse_override(text: str) -> dict[str, Any]:
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):
         value = raw
     nested: dict[str, Any] = {}
     node = nested
@@ -331,15 +344,34 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``; every way it can be unreadable raises a one-line :class:`ConfigError`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid YAML (not UTF-8: {exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML ({where}{exc.problem or exc.context})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file (a path or preset name), then the dotted overrides, in that order."""
     cfg = Config()
     if path is not None:
         resolved = resolve_config_path(path)
-        try:
-            data = yaml.safe_load(resolved.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{resolved}: not valid YAML ({exc})") from exc
+        data = _read_yaml(resolved) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{resolved}: the top level must be a mapping")
         try:

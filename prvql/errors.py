@@ -5,6 +5,12 @@ Every message names the file and the field (or key) at fault, e.g.
 """
 
 
+def one_line(text: str, limit: int = 600) -> str:
+    """``text`` on one line (its lines joined by spaces), cut to ``limit`` characters: what the CLI prints."""
+    joined = " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+    return joined if len(joined) <= limit else joined[: limit - 3] + "..."
+
+
 class PRVQLError(Exception):
     """Base class for bad input: malformed files, missing fields, unreadable videos, bad configs."""
 

@@ -137,3 +137,17 @@ def test_egotracks_lt_track(tmp_path: Path) -> None:
     record = records[0]
     assert [f for f, _ in record.lt_track] == [4, 5, 30]
     assert record.query_frame == 51  # every frame of the clip counts as "before the query"
+
+
+def test_implausible_but_official_entries_are_kept_with_one_warning(tmp_path: Path, caplog) -> None:
+    """Boxes partly outside their frame and response tracks reaching the query frame are kept and counted once."""
+    data = official()
+    qs = data["videos"][0]["clips"][0]["annotations"][0]["query_sets"]["1"]
+    qs["visual_crop"]["x"] = -5.0
+    qs["query_frame"] = qs["response_track"][-1]["frame_number"]
+    with caplog.at_level("WARNING"):
+        records = load_annotations(write(tmp_path, data)).records()
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    assert "1 boxes extend beyond their frame" in warnings[0] and "1 response tracks" in warnings[0]
+    assert records[0].visual_crop_box[0] == -5.0

@@ -144,8 +144,8 @@ def test_demo_is_reproducible_by_seed_and_no_video_skips_the_videos(tiny_weights
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--seed", "-1"], "--seed: must be >= 0"),
-        (["--frames", "1"], "--frames: must be >= 2"),
+        (["--seed", "-1"], "--seed: must be in [0, 2**32)"),
+        (["--frames", "1"], "--frames: must be in [2, 1000]"),
         (["--device", "nonsense"], "--device: not a device name"),
     ],
 )

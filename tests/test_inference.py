@@ -347,6 +347,36 @@ def test_predict_resume_reuses_the_cache(dataset: dict, tiny_weights: Path, monk
     assert status == 0 and sum(calls) == (13 + 2) + (8 + 1)
 
 
+def test_predict_resume_recomputes_corrupt_cache_entries_with_one_warning(
+    dataset: dict, tiny_weights: Path, monkeypatch, caplog
+) -> None:
+    """A score file truncated by a crash (or random bytes, or an unreadable meta.json) no longer crashes every
+    retry of predict --resume and visualize: it is computed again, with one warning."""
+    status, output = _predict(dataset, tiny_weights)
+    assert status == 0
+    first = output.read_text()
+    cache = output.with_name("pred.json.cache")
+    whole = (cache / "a1_1.npz").read_bytes()
+    (cache / "a1_1.npz").write_bytes(whole[: len(whole) // 2])
+    (cache / "a3_1.npz").write_bytes(b"\x00" * 100)
+    calls = []
+    original = Predictor._backbone
+    monkeypatch.setattr(
+        Predictor, "_backbone", lambda self, images: calls.append(len(images)) or original(self, images)
+    )
+    caplog.clear()
+    status, _ = _predict(dataset, tiny_weights, "--resume")
+    assert status == 0 and output.read_text() == first
+    warnings = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert len(warnings) == 1 and "2 cached results" in warnings[0]
+    assert sum(calls) == (13 + 1) + (8 + 1)  # both clips searched again, for the two broken queries only
+    assert len(FrameScores.load(cache / "a1_1.npz")) == 13
+    (cache / "meta.json").write_text("{not json")
+    (cache / "a1_1.npz").write_bytes(b"junk")
+    status, _ = _predict(dataset, tiny_weights, "--resume")
+    assert status == 0 and output.read_text() == first
+
+
 def test_predict_resume_refuses_a_cache_from_other_settings(dataset: dict, tiny_weights: Path, capsys) -> None:
     assert _predict(dataset, tiny_weights)[0] == 0
     status, _ = _predict(dataset, tiny_weights, "--resume", "--set", "inference.window_overlap=1")
@@ -387,6 +417,11 @@ def test_visualize_draws_prediction_and_truth(dataset: dict, tiny_weights: Path,
     capsys.readouterr()
     assert main([*argv[:-4], "--query", "zz_9", "--output", str(movie)]) == 2
     assert "zz_9" in capsys.readouterr().err
+    cache = output.with_name("pred.json.cache")
+    (cache / "a1_1.npz").write_bytes(b"truncated")  # a corrupt cache entry: drawn without the curve, with a warning
+    movie.with_suffix(".scores.png").unlink()
+    assert main(argv) == 0
+    assert movie.exists() and not movie.with_suffix(".scores.png").exists()
 
 
 def test_visualize_negative_margin_exits_2(tmp_path: Path, capsys) -> None:
@@ -398,8 +433,8 @@ def test_visualize_negative_margin_exits_2(tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--height", "0"], "--height: must be >= 1 pixel (got 0)"),
-        (["--frames", "0"], "--frames: must be >= 1 (got 0)"),
+        (["--height", "0"], "--height: must be in [1, 4096] (got 0)"),
+        (["--frames", "0"], "--frames: must be in [1, 100000] (got 0)"),
     ],
 )
 def test_bench_bad_options_exit_2(capsys, argv: list[str], message: str) -> None:

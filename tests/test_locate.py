@@ -168,3 +168,29 @@ def test_video_frame_pastes_the_inset_and_evens_the_sides() -> None:
     side = MIN_INSET_SIDE  # a quarter of the short side (16) is below the minimum
     assert (out[:side, : side // 2] == 255).all() and (out[side, 0] == 0).all() and (out[0, side // 2] == 0).all()
     assert out[30, 60:91, 1].max() == 255  # the box's top edge is drawn
+
+
+def test_locate_interrupted_while_writing_leaves_none_of_its_outputs(
+    video: Path, tiny_weights: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """track.json used to be published before scores.png and track.mp4 were written: a kill in between left a
+    partial set. Now the three appear together; an interrupted run leaves an existing folder as it was."""
+    import prvql.engine.locate as locate_module
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    frames_of = locate_module._video_frames
+
+    def interrupted(*args, **kwargs):
+        for k, frame in enumerate(frames_of(*args, **kwargs)):
+            if k == 3:
+                raise KeyboardInterrupt
+            yield frame
+
+    monkeypatch.setattr(locate_module, "_video_frames", interrupted)
+    assert locate(video, tiny_weights, out, "--query-frame", "15", "--query-box", "50,20,20,20") == 130
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    monkeypatch.setattr(locate_module, "_video_frames", frames_of)
+    assert locate(video, tiny_weights, out, "--query-frame", "15", "--query-box", "50,20,20,20") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "scores.png", "track.json", "track.mp4"]

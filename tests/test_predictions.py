@@ -189,7 +189,7 @@ BBOXES = [*QSET, "bboxes"]
         (_set(BBOXES, "none"), r'query_sets\["1"\]\.bboxes: expected a list'),
         (_delete([*QSET, "score"]), r'query_sets\["1"\]\.score: missing'),
         (_set([*QSET, "score"], "high"), r'query_sets\["1"\]\.score: expected a finite number'),
-        (_set([*BBOXES, 1, "fno"], -1), r"bboxes\[1\]\.fno: expected a frame number >= 0"),
+        (_set([*BBOXES, 1, "fno"], -1), r"bboxes\[1\]\.fno: expected a frame number in \[0, "),
         (_set([*BBOXES, 1, "fno"], 3.0), r"bboxes\[1\]\.fno: expected a frame number"),
         (_delete([*BBOXES, 0, "y2"]), r"bboxes\[0\]\.y2: missing"),
         (_set([*BBOXES, 0, "x1"], float("nan")), r"bboxes\[0\]\.x1: expected a finite number"),

@@ -76,10 +76,10 @@ def test_extraction_rerun_skips_valid_clips(synth_root: Path, capsys: pytest.Cap
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--queries-per-clip", "0"], "--queries-per-clip: must be >= 1 (got 0)"),
-        (["--query-sets-per-annotation", "0"], "--query-sets-per-annotation: must be >= 1 (got 0)"),
-        (["--distractors", "-1"], "--distractors: must be >= 0 (got -1)"),
-        (["--workers", "0"], "--workers: must be >= 1 (got 0)"),
+        (["--queries-per-clip", "0"], "--queries-per-clip: must be in [1, 64] (got 0)"),
+        (["--query-sets-per-annotation", "0"], "--query-sets-per-annotation: must be in [1, 64] (got 0)"),
+        (["--distractors", "-1"], "--distractors: must be in [0, 64] (got -1)"),
+        (["--workers", "0"], "--workers: must be in [1, 256] (got 0)"),
         (["--val-fraction", "1.5"], "--val-fraction: must be in [0, 1] (got 1.5)"),
     ],
 )
@@ -92,10 +92,13 @@ def test_synth_bad_options_exit_2(tmp_path: Path, capsys, argv: list[str], messa
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["extract-clips", "--videos", "v", "--downscale-height", "-5"], "--downscale-height: must be >= 1 (got -5)"),
-        (["extract-clips", "--videos", "v", "--workers", "0"], "--workers: must be >= 1 (got 0)"),
-        (["cache-frames", "--clips", "c", "--window", "0"], "--window: must be >= 1 (got 0)"),
-        (["cache-frames", "--clips", "c", "--short-side", "-3"], "--short-side: must be >= 1 (got -3)"),
+        (
+            ["extract-clips", "--videos", "v", "--downscale-height", "-5"],
+            "--downscale-height: must be in [1, 8192] (got -5)",
+        ),
+        (["extract-clips", "--videos", "v", "--workers", "0"], "--workers: must be in [1, 256] (got 0)"),
+        (["cache-frames", "--clips", "c", "--window", "0"], "--window: must be in [1, 10000] (got 0)"),
+        (["cache-frames", "--clips", "c", "--short-side", "-3"], "--short-side: must be in [1, 8192] (got -3)"),
         (["cache-frames", "--clips", "c", "--quality", "500"], "--quality: must be in [1, 100] (got 500)"),
     ],
 )

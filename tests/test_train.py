@@ -276,7 +276,7 @@ def test_cli_cuda_without_cuda_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_resume_and_overwrite_guards(synth_root: Path, tmp_path: Path) -> None:
     cfg = _cfg(synth_root)
-    with pytest.raises(CheckpointError, match="checkpoint.pt: no such checkpoint"):
+    with pytest.raises(CheckpointError, match="checkpoint.pt: checkpoint not found"):
         fit(cfg, tmp_path, resume=True, device="cpu")
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="--resume"):

@@ -18,6 +18,9 @@ from pathlib import Path
 from prvql.commands.options import add_device_option, add_override_option
 
 FRAME_POOL = 8  # distinct random frames the generated clip cycles through
+MAX_FRAMES = 100_000  # N; frames are generated one at a time, so memory does not grow with N
+MAX_SIDE = 4096  # --height / --width: the frame pool holds FRAME_POOL frames of this size
+MAX_QUERIES = 1024
 TARGETS = {
     "backbone_once": "backbone images == clip frames + one per query crop, whatever Q",
     "stages_per_query": "stage cost grows with Q x frames; backbone cost with frames only",
@@ -151,13 +154,18 @@ def run(args: argparse.Namespace) -> int:
     from prvql.engine.trained_model import resolve_device
     from prvql.errors import PRVQLError
     from prvql.model import build_prvql
+    from prvql.paths import check_output_file
 
-    for option, value in (("--frames", args.frames), ("--queries-per-clip", args.queries_per_clip)):
-        if value < 1:
-            raise PRVQLError(f"{option}: must be >= 1 (got {value})")
-    for option, value in (("--height", args.height), ("--width", args.width)):
-        if value < 1:
-            raise PRVQLError(f"{option}: must be >= 1 pixel (got {value})")
+    for option, value, most in (
+        ("--frames", args.frames, MAX_FRAMES),
+        ("--queries-per-clip", args.queries_per_clip, MAX_QUERIES),
+        ("--height", args.height, MAX_SIDE),
+        ("--width", args.width, MAX_SIDE),
+    ):
+        if not 1 <= value <= most:
+            raise PRVQLError(f"{option}: must be in [1, {most}] (got {value})")
+    if args.output is not None:
+        check_output_file(args.output, "--output")
     overrides = ["model.backbone.weights=null", f"inference.bf16={str(args.dtype == 'bf16').lower()}"]
     cfg = load_config(args.config, [*args.overrides, *overrides])
     device = resolve_device(args.device)

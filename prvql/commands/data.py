@@ -8,6 +8,11 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+MAX_WORKERS = 256
+MAX_SIDE = 8192  # --downscale-height, --short-side
+MAX_WINDOW = 10_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,24 +45,30 @@ def check_arguments(args: argparse.Namespace) -> None:
     """
     from prvql.errors import PRVQLError
 
-    positive = {"--workers": args.workers}
+    bounded = {"--workers": (args.workers, MAX_WORKERS)}
     if args.data_command == "extract-clips":
-        positive["--downscale-height"] = args.downscale_height
+        bounded["--downscale-height"] = (args.downscale_height, MAX_SIDE)
     else:
-        positive.update({"--window": args.window, "--short-side": args.short_side})
+        bounded.update({"--window": (args.window, MAX_WINDOW), "--short-side": (args.short_side, MAX_SIDE)})
         if not 1 <= args.quality <= 100:
             raise PRVQLError(f"--quality: must be in [1, 100] (got {args.quality})")
-    for option, value in positive.items():
-        if value is not None and value < 1:
-            raise PRVQLError(f"{option}: must be >= 1 (got {value})")
+    for option, (value, most) in bounded.items():
+        if value is not None and not 1 <= value <= most:
+            raise PRVQLError(f"{option}: must be in [1, {most}] (got {value})")
 
 
 def run(args: argparse.Namespace) -> int:
     from prvql.data.annotations import load_annotations
+    from prvql.errors import PRVQLError
+    from prvql.paths import check_input_dir, check_output_dir
 
     check_arguments(args)
+    check_output_dir(args.out, "--out")
     sets = [load_annotations(path) for path in args.annotations]
     if args.data_command == "extract-clips":
+        check_input_dir(args.videos, "--videos folder of <video_uid>.mp4")
+        if Path(args.out).resolve() == Path(args.videos).resolve():
+            raise PRVQLError("--out: must differ from --videos (a clip could overwrite a video of the same name)")
         from prvql.data.extract import clip_jobs, extract_clips
 
         jobs = clip_jobs(sets)
@@ -74,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     from prvql.data.frames import cache_frames
 
+    check_input_dir(args.clips, "--clips folder of <clip_uid>.mp4")
     records = [r for s in sets for r in s.valid_records()]
     report = cache_frames(
         records,

@@ -25,13 +25,16 @@ from prvql.commands.options import add_device_option, add_model_options
 from prvql.errors import PRVQLError
 
 DEFAULT_SEED = 5  # an episode the shipped model gets right; docs/DEMO.md lists seeds 0-11
+MAX_FRAMES = 1000  # the episode is rendered in memory (320x240 RGB: about 0.5 GB at this length)
 MAX_PRINTED_FRAMES = 20  # longer tracks print their first and last ten frames
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"episode seed (default {DEFAULT_SEED})")
-    parser.add_argument("--frames", type=int, help="5 fps frames in the clip (default: the synthetic data's 120)")
+    parser.add_argument(
+        "--frames", type=int, help=f"5 fps frames in the clip, 2 to {MAX_FRAMES} (default: the synthetic data's 120)"
+    )
     add_model_options(parser)
     add_device_option(parser)
     parser.add_argument("--no-video", action="store_true", help="skip track.mp4 and episode.mp4")
@@ -44,7 +47,7 @@ def _box_text(box) -> str:
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from prvql.atomic import atomic_path, atomic_write_json
+    from prvql.atomic import atomic_outputs, atomic_write_json
     from prvql.data.synth import SynthOptions, make_episode
     from prvql.data.video import write_video
     from prvql.engine.inference import build_predictor
@@ -54,11 +57,13 @@ def run(args: argparse.Namespace) -> int:
     from prvql.metrics.overlap import frame_ious
     from prvql.metrics.structures import ResponseTrack
     from prvql.metrics.vq2d import query_overlaps, summarize
+    from prvql.paths import check_output_dir
 
-    if args.seed < 0:
-        raise PRVQLError(f"--seed: must be >= 0 (got {args.seed})")
-    if args.frames is not None and args.frames < 2:
-        raise PRVQLError(f"--frames: must be >= 2 (got {args.frames})")
+    if not 0 <= args.seed < 2**32:
+        raise PRVQLError(f"--seed: must be in [0, 2**32) (got {args.seed})")
+    if args.frames is not None and not 2 <= args.frames <= MAX_FRAMES:
+        raise PRVQLError(f"--frames: must be in [2, {MAX_FRAMES}] (got {args.frames})")
+    check_output_dir(args.output, "--output")
     start = time.perf_counter()
     device = resolve_device(args.device)
     cfg, model = load_inference_model(args.config, args.weights)
@@ -96,44 +101,45 @@ def run(args: argparse.Namespace) -> int:
         "visual_crop": {"frame": episode.visual_crop_frame, "box": list(episode.visual_crop_box)},
         "ground_truth": [{"frame": f, "box": list(b)} for f, b in episode.response_track],
     }
-    written = write_locate_outputs(
-        result,
-        None if args.no_video else searched,
-        out,
-        episode.fps,
-        info={"episode": episode_info, "query": episode_info["visual_crop"]},
-        ground_truth=truth,
-        title=f"seed {args.seed}, {episode.object_title}",
-    )
-    with atomic_path(out / "query.png") as tmp:
-        Image.fromarray(episode.query).save(tmp)
-    written.append(out / "query.png")
-    if not args.no_video:
-        write_video(out / "episode.mp4", episode.frames, episode.fps)
-        written.append(out / "episode.mp4")
-    wrote = time.perf_counter()
-    timings = {
-        "load_model": loaded - start,
-        "render_episode": rendered - loaded,
-        "search": located - rendered,
-        "write_outputs": wrote - located,
-        "total": wrote - start,
-    }
-    atomic_write_json(
-        out / "metrics.json",
-        {
-            "episode": episode_info,
-            "prediction": {"start": result.window.start, "end": result.window.end},
-            "metrics": metrics.to_dict(),
-            "tiou": float(overlaps.tiou[0]),
-            "stiou": float(overlaps.stiou[0]),
-            "recovered_frames": int(overlaps.recovered[0]),
-            "device": str(device),
-            "seconds": {k: round(v, 3) for k, v in timings.items()},
-        },
-        indent=1,
-    )
-    written.append(out / "metrics.json")
+    with atomic_outputs() as stage:  # every output appears together, or none does
+        written = write_locate_outputs(
+            result,
+            None if args.no_video else searched,
+            out,
+            episode.fps,
+            info={"episode": episode_info, "query": episode_info["visual_crop"]},
+            ground_truth=truth,
+            title=f"seed {args.seed}, {episode.object_title}",
+            stage=stage,
+        )
+        Image.fromarray(episode.query).save(stage(out / "query.png"))
+        written.append(out / "query.png")
+        if not args.no_video:
+            write_video(stage(out / "episode.mp4"), episode.frames, episode.fps)
+            written.append(out / "episode.mp4")
+        wrote = time.perf_counter()
+        timings = {
+            "load_model": loaded - start,
+            "render_episode": rendered - loaded,
+            "search": located - rendered,
+            "write_outputs": wrote - located,
+            "total": wrote - start,
+        }
+        atomic_write_json(
+            stage(out / "metrics.json"),
+            {
+                "episode": episode_info,
+                "prediction": {"start": result.window.start, "end": result.window.end},
+                "metrics": metrics.to_dict(),
+                "tiou": float(overlaps.tiou[0]),
+                "stiou": float(overlaps.stiou[0]),
+                "recovered_frames": int(overlaps.recovered[0]),
+                "device": str(device),
+                "seconds": {k: round(v, 3) for k, v in timings.items()},
+            },
+            indent=1,
+        )
+        written.append(out / "metrics.json")
 
     print(
         f"episode: seed {args.seed}, held-out imagery, {episode.frames.shape[0]} frames at {episode.fps:g} fps "

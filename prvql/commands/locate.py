@@ -56,57 +56,48 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return x1, y1, x2, y2
 
 
-def read_image(path: Path) -> np.ndarray:
-    """uint8 [H, W, 3] RGB of an image file; unreadable files raise :class:`PRVQLError`."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return np.array(image.convert("RGB"))
-    except FileNotFoundError:
-        raise PRVQLError(f"{path}: query image not found") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise PRVQLError(f"{path}: not a readable image ({exc})") from None
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from prvql.boxes import clip_boxes
+    from prvql.data.images import read_image
     from prvql.data.video import VideoReader, resample_indices
     from prvql.engine.inference import build_predictor
     from prvql.engine.locate import locate, write_locate_outputs
     from prvql.engine.postprocess import build_postprocessor
     from prvql.engine.trained_model import load_inference_model, resolve_device
+    from prvql.paths import check_output_dir
 
     if (args.query_frame is None) != (args.query_box is None):
         raise PRVQLError("--query-frame and --query-box go together (or give --query IMAGE instead)")
     box = parse_box(args.query_box) if args.query_box is not None else None
+    check_output_dir(args.output, "--output")
+    query_image = read_image(args.query, "query image") if args.query is not None else None
     with VideoReader(args.video) as reader:
         if reader.fps <= 0:
             raise PRVQLError(f"{args.video}: the video does not state a frame rate")
-        cfg, model = load_inference_model(args.config, args.weights, args.overrides)
+        crop_frame, crop_box = query_image, None
+        if args.query_frame is not None:
+            if not 0 <= args.query_frame < reader.num_frames:
+                raise PRVQLError(
+                    f"--query-frame: must be in [0, {reader.num_frames}) for {args.video} (got {args.query_frame})"
+                )
+            clipped = clip_boxes(torch.tensor(box), reader.height, reader.width)
+            if not (clipped[2] > clipped[0] and clipped[3] > clipped[1]):
+                raise PRVQLError(f"--query-box: {args.query_box} lies outside the {reader.width}x{reader.height} frame")
+            crop_box = tuple(float(v) for v in clipped)
+            crop_frame = reader.read([args.query_frame])[0]
         device = resolve_device(args.device)
+        cfg, model = load_inference_model(args.config, args.weights, args.overrides)
         fps = cfg.inference.fps
         if fps <= 0:
             raise ConfigError(f"inference.fps: must be > 0 (got {fps})")
         sources = resample_indices(reader.num_frames, reader.fps, fps)  # model frame k -> source frame sources[k]
 
         if args.query is not None:
-            crop_frame = read_image(args.query)
-            crop_box = None
             searched = len(sources)
             query_info = {"image": str(args.query)}
         else:
-            if not 0 <= args.query_frame < reader.num_frames:
-                raise PRVQLError(
-                    f"--query-frame: must be in [0, {reader.num_frames}) for {args.video} (got {args.query_frame})"
-                )
-            crop_frame = reader.read([args.query_frame])[0]
-            clipped = clip_boxes(torch.tensor(box), reader.height, reader.width)
-            if not (clipped[2] > clipped[0] and clipped[3] > clipped[1]):
-                raise PRVQLError(f"--query-box: {args.query_box} lies outside the {reader.width}x{reader.height} frame")
-            crop_box = tuple(float(v) for v in clipped)
             searched = sum(1 for s in sources if s < args.query_frame)
             if searched == 0:
                 raise PRVQLError(

@@ -16,7 +16,6 @@ import logging
 from pathlib import Path
 
 from prvql.commands.options import add_model_options, add_override_option, add_process_device_option
-from prvql.errors import PRVQLError
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +56,16 @@ def run(args: argparse.Namespace) -> int:
     from prvql.engine.postprocess import build_postprocessor
     from prvql.engine.predictions import write_predictions
     from prvql.engine.trained_model import default_model_paths, load_inference_model
+    from prvql.paths import check_input_dir, check_output_dir, check_output_file
 
+    check_output_file(args.output, "--output")
+    cache = ScoreCache(args.cache or args.output.with_name(args.output.name + ".cache"))
+    check_output_dir(cache.root, "--cache")
     annotations = load_annotations(args.annotations)
-    if not args.clips.is_dir():
-        raise PRVQLError(f"--clips: {args.clips} is not a folder")
+    check_input_dir(args.clips, "--clips folder of <clip_uid>.mp4")
     cfg, model = load_inference_model(args.config, args.weights, args.overrides)
     postprocess = build_postprocessor(cfg.inference)
     info = init_distributed(args.device)
-    cache = ScoreCache(args.cache or args.output.with_name(args.output.name + ".cache"))
     try:
         if info.is_main:
             cache.root.mkdir(parents=True, exist_ok=True)
@@ -74,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
                 marker.unlink()
             if not args.resume:
                 cache.clear()
+            else:
+                cache.drop_unreadable([r.key for r in annotations.records() if r.is_valid and r.clip_uid])
         barrier()
         jobs = clip_jobs(annotations)[info.rank :: info.world_size]
         predictor = build_predictor(cfg, model, info.device)

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import argparse
 
+MAX_CLIPS = 100_000
+MAX_FRAMES = 10_000  # per clip (33 minutes at 5 fps)
+MAX_SIDE = 4096
+MAX_PER_CLIP = 64  # queries per clip, query sets per annotation, distractors
+MAX_WORKERS = 256
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory")
@@ -32,21 +38,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from prvql.data.synth import SynthOptions, write_synthetic_dataset
     from prvql.errors import PRVQLError
+    from prvql.paths import check_output_dir
 
-    if args.clips < 1 or args.frames < 2:
-        raise PRVQLError(f"--clips must be >= 1 and --frames >= 2 (got {args.clips} and {args.frames})")
+    for option, value, least, most in (
+        ("--clips", args.clips, 1, MAX_CLIPS),
+        ("--frames", args.frames, 2, MAX_FRAMES),
+        ("--width", args.width, 2, MAX_SIDE),
+        ("--height", args.height, 2, MAX_SIDE),
+        ("--queries-per-clip", args.queries_per_clip, 1, MAX_PER_CLIP),
+        ("--query-sets-per-annotation", args.query_sets_per_annotation, 1, MAX_PER_CLIP),
+        ("--distractors", args.distractors, 0, MAX_PER_CLIP),
+        ("--workers", args.workers, 1, MAX_WORKERS),
+    ):
+        if not least <= value <= most:
+            raise PRVQLError(f"{option}: must be in [{least}, {most}] (got {value})")
+    if not 0 <= args.seed < 2**63:
+        raise PRVQLError(f"--seed: must be in [0, 2**63) (got {args.seed})")
     if args.width % 2 or args.height % 2:
         raise PRVQLError(f"--width and --height must be even (got {args.width}x{args.height})")
-    for option, value, least in (
-        ("--queries-per-clip", args.queries_per_clip, 1),
-        ("--query-sets-per-annotation", args.query_sets_per_annotation, 1),
-        ("--distractors", args.distractors, 0),
-        ("--workers", args.workers, 1),
-    ):
-        if value < least:
-            raise PRVQLError(f"{option}: must be >= {least} (got {value})")
     if not 0 <= args.val_fraction <= 1:
         raise PRVQLError(f"--val-fraction: must be in [0, 1] (got {args.val_fraction})")
+    check_output_dir(args.out, "--out")
     opts = SynthOptions(
         frame_width=args.width,
         frame_height=args.height,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
 
 from prvql.commands.options import add_process_device_option
 
@@ -30,14 +29,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from prvql.config import load_config
-    from prvql.engine.train import fit
+    from prvql.engine.train import CHECKPOINT_NAME, fit
     from prvql.errors import ConfigError
+    from prvql.paths import check_output_dir
 
+    output = check_output_dir(args.output, "--output")
+    if args.resume and not (output / CHECKPOINT_NAME).is_file():
+        raise ConfigError(
+            f"--resume: {output} holds no {CHECKPOINT_NAME} to resume from (drop --resume to start a new run there)"
+        )
     config = args.config
     if config is None:
         if not args.resume:
             raise ConfigError("--config is required (a YAML file or a preset name) unless --resume is given")
-        config = Path(args.output) / "config.yaml"
+        config = output / "config.yaml"
+        if not config.is_file():
+            raise ConfigError(f"--resume: {config} is missing; give --config (the one the run was started with)")
     cfg = load_config(config, args.overrides)
     summary = fit(cfg, args.output, resume=args.resume, device=args.device)
     if int(os.environ.get("RANK", "0")) == 0:

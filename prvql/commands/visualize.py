@@ -9,6 +9,7 @@ drawn in grey and the score curve goes to ``OUTPUT`` with the suffix ``.scores.p
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from prvql.errors import PRVQLError
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from prvql.atomic import atomic_outputs
     from prvql.boxes import rescale_boxes
     from prvql.config import Config, config_from_dict
     from prvql.data.annotations import load_annotations
@@ -43,10 +45,16 @@ def run(args: argparse.Namespace) -> int:
         plot_scores,
         video_frame,
     )
+    from prvql.errors import ConfigError
     from prvql.metrics.structures import ResponseTrack
+    from prvql.paths import check_input_dir, check_output_file, file_in
 
     if args.margin is not None and args.margin < 0:
         raise PRVQLError(f"--margin: must be >= 0 (got {args.margin})")
+    check_output_file(args.output, "--output")
+    png = args.output.with_suffix(".scores.png")
+    check_output_file(png, "--output (its .scores.png)")
+    check_input_dir(args.clips, "--clips folder of <clip_uid>.mp4")
     annotations = load_annotations(args.annotations)
     records = {r.key: r for r in annotations.records()}
     if args.query not in records:
@@ -57,11 +65,15 @@ def run(args: argparse.Namespace) -> int:
     predicted = load_predictions(args.predictions, annotations).get(record.key, ResponseTrack.empty())
     truth = ResponseTrack.from_pairs(record.response_track) if record.response_track else ResponseTrack.empty()
     cache = ScoreCache(args.cache or args.predictions.with_name(args.predictions.name + ".cache"))
-    curve = cache.load(record.key) if record.key in cache else None
+    curve = cache.try_load(record.key) if record.key in cache else None
     recorded = cache.read_config()
-    cfg = config_from_dict(recorded) if recorded is not None else Config()
+    try:
+        cfg = config_from_dict(recorded) if recorded is not None else Config()
+    except ConfigError as exc:
+        logging.getLogger(__name__).warning("%s: ignoring the recorded config (%s)", cache.root, exc)
+        cfg = Config()
 
-    reader = VideoReader(args.clips / f"{record.clip_uid}.mp4")
+    reader = VideoReader(file_in(args.clips, record.clip_uid, ".mp4"))
     original, decoded = (record.frame_height, record.frame_width), (reader.height, reader.width)
 
     def to_clip(boxes) -> list[tuple[float, ...]]:
@@ -94,21 +106,22 @@ def run(args: argparse.Namespace) -> int:
                 overlays.append(Overlay((2.0, 2.0, reader.width - 2.0, reader.height - 2.0), "white", "query frame", 2))
             yield video_frame(frame, overlays, inset)
 
-    count = write_video(args.output, frames_out(), reader.fps or cfg.inference.fps)
-    reader.close()
+    with atomic_outputs() as stage:  # the video and the plot appear together or not at all
+        count = write_video(stage(args.output), frames_out(), reader.fps or cfg.inference.fps)
+        reader.close()
+        if curve is not None and len(curve):
+            window = build_postprocessor(cfg.inference).window(curve.scores)
+            plot_scores(
+                stage(png),
+                curve.scores,
+                peak=window.peak,
+                peak_threshold=window.peak_threshold,
+                track_threshold=window.track_threshold,
+                track=predicted.extent,
+                ground_truth=truth.extent,
+                title=f"{record.key} ({record.object_title})",
+            )
     print(f"wrote {args.output}: frames {first}-{last} ({count}), prediction {predicted.extent}, truth {truth.extent}")
     if curve is not None and len(curve):
-        window = build_postprocessor(cfg.inference).window(curve.scores)
-        png = args.output.with_suffix(".scores.png")
-        plot_scores(
-            png,
-            curve.scores,
-            peak=window.peak,
-            peak_threshold=window.peak_threshold,
-            track_threshold=window.track_threshold,
-            track=predicted.extent,
-            ground_truth=truth.extent,
-            title=f"{record.key} ({record.object_title})",
-        )
         print(f"wrote {png}")
     return 0

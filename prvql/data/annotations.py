@@ -9,22 +9,76 @@ Valid query sets are checked strictly; every problem raises :class:`~prvql.error
 names the file and the field, e.g.
 ``vq_val.json: videos[3].clips[0].annotations[1].query_sets["2"].visual_crop.width: must be > 0 (got 0)``.
 Query sets flagged ``is_valid: false`` are parsed leniently (they are only ever emitted empty).
+
+Files come from elsewhere and are untrusted: uids and query-set names become file names, so each must be a plain
+name (:func:`prvql.paths.plain_name`); numbers must be finite and in range (integers of more than
+:data:`MAX_INT_DIGITS` digits, ``NaN``, ``Infinity`` and nesting deeper than Python's recursion limit are refused
+with the field named); uids must be unique. Boxes and frames that cannot be right are refused (a box that does not
+overlap its frame or reaches beyond it by more than a frame size); those the official data contains are kept and
+counted in one warning per file (boxes partly outside the frame, a response track that does not end before its
+query frame). docs/DATA.md lists which and why.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from prvql.errors import AnnotationError
+from prvql.paths import check_input_file, plain_name
+
+log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
 Track = tuple[tuple[int, Box], ...]
 
 CANONICAL_FPS = 30.0  # frame rate of the Ego4D canonical videos that video_start_frame / video_end_frame count
+MAX_INT_DIGITS = 18  # longer integer literals are refused (they fit no frame number or pixel count)
+MAX_FRAME = 2**31 - 1  # frame numbers (clip or canonical) above this are refused
+MAX_SIDE = 100_000  # original_width / original_height above this are refused
+
+
+class OutOfRange:
+    """An integer literal of more than :data:`MAX_INT_DIGITS` digits, kept unparsed (``int()`` of 5000 digits
+    raises, and no field can use it); fields holding one are refused with their name."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"a {len(self.text.lstrip('-'))}-digit number"
+
+
+def _parse_int(text: str) -> int | OutOfRange:
+    return int(text) if len(text.lstrip("-")) <= MAX_INT_DIGITS else OutOfRange(text)
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """The JSON document in ``path`` (a ``what``, e.g. "annotation file"); huge integers come back as
+    :class:`OutOfRange`.
+
+    Raises:
+        AnnotationError: missing file, a folder, unreadable bytes, invalid JSON or nesting too deep.
+    """
+    path = check_input_file(path, what, AnnotationError)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(f"{path.name}: not valid JSON (not UTF-8: {exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise AnnotationError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    try:
+        return json.loads(text, parse_int=_parse_int)
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(f"{path.name}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise AnnotationError(f"{path.name}: not valid JSON (nested too deeply)") from None
+    except ValueError as exc:
+        raise AnnotationError(f"{path.name}: not valid JSON ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -117,9 +171,25 @@ class _Parser:
 
     def __init__(self, path: Path) -> None:
         self.name = path.name
+        self.boxes_beyond_frame = 0  # kept, warned about once per file
+        self.tracks_reaching_query = 0
 
     def fail(self, where: str, message: str) -> AnnotationError:
         return AnnotationError(f"{self.name}: {where}: {message}")
+
+    def name_field(self, obj: Any, key: str, where: str, optional: bool = False) -> str | None:
+        """A uid that becomes part of a file name: a string and a plain name."""
+        value = self.get(obj, key, where, str, optional)
+        if value is None:
+            return None
+        return plain_name(value, f"{self.name}: {where}.{key}", AnnotationError)
+
+    def frame_number(self, obj: Any, key: str, where: str, num_frames: int | None) -> int:
+        frame = self.get(obj, key, where, int)
+        limit = num_frames if num_frames is not None else MAX_FRAME
+        if not 0 <= frame < limit:
+            raise self.fail(f"{where}.{key}", f"must be in [0, {limit}) (got {frame})")
+        return frame
 
     def get(self, obj: Any, key: str, where: str, kinds: type | tuple[type, ...], optional: bool = False) -> Any:
         if not isinstance(obj, dict):
@@ -132,6 +202,8 @@ class _Parser:
         value = obj[key]
         if value is None and optional:
             return None
+        if isinstance(value, OutOfRange):
+            raise self.fail(here, f"number out of range ({value!r})")
         if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
             raise self.fail(here, f"expected {_kind_name(kinds)}, got {value!r}")
         if not isinstance(value, kinds):
@@ -146,9 +218,7 @@ class _Parser:
 
     def box(self, obj: Any, where: str, num_frames: int | None) -> tuple[int, Box, int, int]:
         """(frame_number, xyxy, original_height, original_width) of one annotated box."""
-        frame = self.get(obj, "frame_number", where, int)
-        if frame < 0 or (num_frames is not None and frame >= num_frames):
-            raise self.fail(f"{where}.frame_number", f"must be in [0, {num_frames}) (got {frame})")
+        frame = self.frame_number(obj, "frame_number", where, num_frames)
         x, y = self.number(obj, "x", where), self.number(obj, "y", where)
         w, h = self.number(obj, "width", where), self.number(obj, "height", where)
         for key, value in (("width", w), ("height", h)):
@@ -157,9 +227,21 @@ class _Parser:
         ow = self.get(obj, "original_width", where, int)
         oh = self.get(obj, "original_height", where, int)
         for key, value in (("original_width", ow), ("original_height", oh)):
-            if value <= 0:
-                raise self.fail(f"{where}.{key}", f"must be > 0 (got {value})")
-        return frame, (float(x), float(y), float(x + w), float(y + h)), oh, ow
+            if not 0 < value <= MAX_SIDE:
+                raise self.fail(f"{where}.{key}", f"must be in [1, {MAX_SIDE}] (got {value})")
+        box = (float(x), float(y), float(x) + float(w), float(y) + float(h))
+        self.check_box(box, ow, oh, where)
+        return frame, box, oh, ow
+
+    def check_box(self, box: Box, width: int, height: int, where: str) -> None:
+        """Refuse a box that misses its frame or reaches more than a frame size beyond it; count one partly outside."""
+        x1, y1, x2, y2 = box
+        if not (-width <= x1 and x2 <= 2 * width and -height <= y1 and y2 <= 2 * height):
+            raise self.fail(where, f"box {_fmt_box(box)} reaches far beyond the {width}x{height} frame")
+        if not (x1 < width and y1 < height and x2 > 0 and y2 > 0):
+            raise self.fail(where, f"box {_fmt_box(box)} lies outside the {width}x{height} frame")
+        if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+            self.boxes_beyond_frame += 1
 
     def track(self, items: Any, where: str, num_frames: int | None, contiguous: bool) -> Track:
         if not isinstance(items, list) or not items:
@@ -184,15 +266,15 @@ class _Parser:
         is_valid = True if is_valid is None else is_valid
         if not is_valid:
             return self._lenient(qs, ids)
-        query_frame = self.get(qs, "query_frame", where, int)
-        if query_frame < 0 or (num_frames is not None and query_frame >= num_frames):
-            raise self.fail(f"{where}.query_frame", f"must be in [0, {num_frames}) (got {query_frame})")
+        query_frame = self.frame_number(qs, "query_frame", where, num_frames)
         title = self.get(qs, "object_title", where, str, optional=True) or ""
         crop = self.get(qs, "visual_crop", where, dict)
         vc_frame, vc_box, height, width = self.box(crop, f"{where}.visual_crop", num_frames)
         response = None
         if "response_track" in qs:
             response = self.track(qs["response_track"], f"{where}.response_track", num_frames, contiguous=True)
+            if response[-1][0] >= query_frame:
+                self.tracks_reaching_query += 1
         lt_track = None
         if "lt_track" in qs and qs["lt_track"]:
             lt_track = self.track(qs["lt_track"], f"{where}.lt_track", num_frames, contiguous=False)
@@ -245,9 +327,12 @@ class _Parser:
         """(video_start_frame, video_end_frame, clip_fps, number of clip frames) where the clip gives them."""
         start = self.get(clip, "video_start_frame", where, int, optional=True)
         end = self.get(clip, "video_end_frame", where, int, optional=True)
+        for key, value in (("video_start_frame", start), ("video_end_frame", end)):
+            if value is not None and not 0 <= value <= MAX_FRAME:
+                raise self.fail(f"{where}.{key}", f"must be in [0, {MAX_FRAME}] (got {value})")
         fps = self.number(clip, "clip_fps", where, optional=True)
-        if fps is not None and fps <= 0:
-            raise self.fail(f"{where}.clip_fps", f"must be > 0 (got {fps})")
+        if fps is not None and not 0 < fps <= CANONICAL_FPS * 10:
+            raise self.fail(f"{where}.clip_fps", f"must be in (0, {CANONICAL_FPS * 10:g}] (got {fps})")
         if start is None or end is None or fps is None:
             return start, end, fps, None
         if end < start:
@@ -260,29 +345,54 @@ class _Parser:
             raise self.fail("(root)", "expected an object with 'version' and 'videos'")
         version = str(self.get(data, "version", "", (str, int, float)))
         result = AnnotationSet(path=path, version=version)
+        seen: dict[str, str] = {}  # clip uid / query key -> where it was first seen
+
+        def unique(kind: str, value: str, where: str) -> None:
+            first = seen.setdefault(f"{kind}:{value}", where)
+            if first != where:
+                raise self.fail(where, f"duplicate {kind} {value!r} (also at {first})")
+
         for vi, video in enumerate(self.get(data, "videos", "", list)):
             vw = f"videos[{vi}]"
-            video_uid = self.get(video, "video_uid", vw, str)
+            video_uid = self.name_field(video, "video_uid", vw)
             entry = VideoEntry(video_uid=video_uid, clips=[])
             for ci, clip in enumerate(self.get(video, "clips", vw, list)):
                 cw = f"{vw}.clips[{ci}]"
-                clip_uid = self.get(clip, "clip_uid", cw, str, optional=True)
+                clip_uid = self.name_field(clip, "clip_uid", cw, optional=True)
+                if clip_uid is not None:
+                    unique("clip_uid", clip_uid, f"{cw}.clip_uid")
                 start, end, fps, num_frames = self.clip_length(clip, cw)
                 clip_entry = ClipEntry(clip_uid, [], start, end, fps, num_frames)
                 for ai, ann in enumerate(self.get(clip, "annotations", cw, list)):
                     aw = f"{cw}.annotations[{ai}]"
-                    annotation_uid = self.get(ann, "annotation_uid", aw, str, optional=True)
+                    annotation_uid = self.name_field(ann, "annotation_uid", aw, optional=True)
                     annotation_uid = annotation_uid or f"{clip_uid or video_uid}_{ci}_{ai}"
+                    unique("annotation_uid", annotation_uid, f"{aw}.annotation_uid")
                     sets = self.get(ann, "query_sets", aw, dict)
                     records = {}
                     for name, qs in sets.items():
                         qw = f'{aw}.query_sets["{name}"]'
+                        plain_name(name, f"{self.name}: {qw}", AnnotationError)
                         ids = (video_uid, clip_uid, annotation_uid, str(name))
                         records[str(name)] = self.query_set(qs, qw, ids, num_frames)
+                        key = records[str(name)].key  # names the query's cache file: <key>.npz
+                        plain_name(key, f"{self.name}: {qw} (query key annotation_uid_name)", AnnotationError)
+                        unique("query key", key, qw)
                     clip_entry.annotations.append(AnnotationEntry(annotation_uid, records))
                 entry.clips.append(clip_entry)
             result.videos.append(entry)
+        self.warn_kept()
         return result
+
+    def warn_kept(self) -> None:
+        """One warning for the implausible but kept entries (see docs/DATA.md)."""
+        kept = []
+        if self.boxes_beyond_frame:
+            kept.append(f"{self.boxes_beyond_frame} boxes extend beyond their frame")
+        if self.tracks_reaching_query:
+            kept.append(f"{self.tracks_reaching_query} response tracks do not end before their query frame")
+        if kept:
+            log.warning("%s: %s (kept as given; see docs/DATA.md)", self.name, "; ".join(kept))
 
 
 def _kind_name(kinds: type | tuple[type, ...]) -> str:
@@ -300,13 +410,8 @@ def _kind_name(kinds: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise AnnotationError(f"{path}: annotation file not found") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AnnotationError(f"{path.name}: not valid JSON ({exc})") from exc
+def _fmt_box(box: Box) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in box) + ")"
 
 
 def load_annotations(path: str | Path) -> AnnotationSet:
@@ -317,7 +422,7 @@ def load_annotations(path: str | Path) -> AnnotationSet:
         AnnotationError: unreadable JSON or any malformed field (the message names the file and the field).
     """
     path = Path(path)
-    data = _read_json(path)
+    data = read_json(path, "annotation file")
     return _Parser(path).document(data, path)
 
 
@@ -328,13 +433,15 @@ def load_egotracks(path: str | Path) -> list[QueryRecord]:
     every frame counts as "before the query" (as VQLoC's EgoTracks loader does).
     """
     path = Path(path)
-    data = _read_json(path)
+    data = read_json(path, "annotation file")
     for video in data.get("videos", []) if isinstance(data, dict) else []:
         for clip in video.get("clips", []) if isinstance(video, dict) else []:
             for ann in clip.get("annotations", []) if isinstance(clip, dict) else []:
                 for qs in (ann.get("query_sets") or {}).values() if isinstance(ann, dict) else []:
                     if isinstance(qs, dict) and qs.get("is_valid", True) and "query_frame" not in qs:
-                        last = max((b.get("frame_number", 0) for b in qs.get("lt_track") or []), default=0)
+                        track = qs.get("lt_track") if isinstance(qs.get("lt_track"), list) else []
+                        numbers = [b.get("frame_number") for b in track if isinstance(b, dict)]
+                        last = max((n for n in numbers if isinstance(n, int) and not isinstance(n, bool)), default=0)
                         qs["query_frame"] = last
     records = _Parser(path).document(data, path).valid_records()
     out = []

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from prvql.data.annotations import CANONICAL_FPS, AnnotationSet, ClipEntry
 from prvql.data.video import VideoReader, write_video
 from prvql.errors import AnnotationError, PRVQLError, VideoError
+from prvql.paths import file_in
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +154,14 @@ def validate_clip(path: Path, job: ClipJob) -> list[str]:
 def _run_job(args: tuple[ClipJob, Path, Path, int | None]) -> tuple[str, str, str]:
     """(clip_uid, "written" | "skipped" | "failed", reason). Runs in a worker process."""
     job, videos_dir, out_dir, downscale_height = args
-    out_path = out_dir / f"{job.clip_uid}.mp4"
+    out_path = file_in(out_dir, job.clip_uid, ".mp4")
+    video_path = file_in(videos_dir, job.video_uid, ".mp4")
+    if out_path.resolve() == video_path.resolve():
+        return job.clip_uid, "failed", f"{out_path}: is the source video itself; give another --out"
     if out_path.exists() and not validate_clip(out_path, job):
         return job.clip_uid, "skipped", ""
     try:
-        extract_clip(videos_dir / f"{job.video_uid}.mp4", job, out_path, downscale_height)
+        extract_clip(video_path, job, out_path, downscale_height)
     except PRVQLError as exc:
         return job.clip_uid, "failed", str(exc)
     problems = validate_clip(out_path, job)

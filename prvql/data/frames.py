@@ -25,6 +25,7 @@ from prvql.atomic import atomic_path, atomic_write_json
 from prvql.data.annotations import QueryRecord
 from prvql.data.video import VideoReader
 from prvql.errors import PRVQLError
+from prvql.paths import file_in
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +53,12 @@ class FrameSource:
 
     def clip_path(self, clip_uid: str) -> Path:
         """The clip's mp4, ``clips_dir/<clip_uid>.mp4``."""
-        return self.clips_dir / f"{clip_uid}.mp4"
+        return file_in(self.clips_dir, clip_uid, ".mp4")
 
     def _cache_meta(self, clip_uid: str) -> dict | None:
         if self.frames_dir is None:
             return None
-        meta = self.frames_dir / clip_uid / META_NAME
+        meta = file_in(self.frames_dir, clip_uid) / META_NAME
         try:
             return json.loads(meta.read_text())
         except (OSError, json.JSONDecodeError):
@@ -82,7 +83,7 @@ class FrameSource:
             VideoError: a frame is neither cached nor readable from the clip.
         """
         if self.frames_dir is not None:
-            folder = self.frames_dir / clip_uid
+            folder = file_in(self.frames_dir, clip_uid)
             paths = [folder / frame_filename(int(i)) for i in indices]
             if paths and all(p.is_file() for p in paths):
                 try:
@@ -174,7 +175,7 @@ def cache_frames(
         limit = r.clip_num_frames if r.clip_num_frames is not None else np.iinfo(np.int32).max
         wanted.setdefault(r.clip_uid, set()).update(needed_frames(r, window, limit))
     tasks = [
-        (uid, clips_dir / f"{uid}.mp4", frames_dir / uid, sorted(frames), short_side, quality)
+        (uid, file_in(clips_dir, uid, ".mp4"), file_in(frames_dir, uid), sorted(frames), short_side, quality)
         for uid, frames in wanted.items()
     ]
     report = CacheReport()

@@ -21,9 +21,11 @@ import numpy as np
 
 from prvql.atomic import atomic_path
 from prvql.errors import VideoError
+from prvql.paths import check_input_file
 
 log = logging.getLogger(__name__)
 
+MAX_FRAME_PIXELS = 100_000_000  # 12K x 8K; larger frames (or a header claiming them) are refused
 _AV_ERRORS = (av.FFmpegError, OSError, ValueError, IndexError, RuntimeError)
 
 
@@ -40,9 +42,7 @@ class VideoReader:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise VideoError(f"{self.path}: video file not found")
+        self.path = check_input_file(path, "video file", VideoError)
         try:
             self._container = av.open(str(self.path))
         except _AV_ERRORS as exc:
@@ -75,6 +75,10 @@ class VideoReader:
         self.num_frames = len(self._pts)
         self.height = int(self._stream.codec_context.height)
         self.width = int(self._stream.codec_context.width)
+        if not (0 < self.height * self.width <= MAX_FRAME_PIXELS):
+            self.close()
+            size = f"{self.width}x{self.height}"
+            raise VideoError(f"{self.path}: frame size {size} refused (at most {MAX_FRAME_PIXELS} pixels)")
         self._decoder: Iterator[av.VideoFrame] | None = None
         self._last = -1  # index of the last frame the decoder produced
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from prvql.data.video import VideoReader
 from prvql.engine.inference import ClipQuery, FrameScores, Predictor
 from prvql.errors import PRVQLError, VideoError
 from prvql.metrics.structures import ResponseTrack
+from prvql.paths import file_in
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ class ScoreCache:
         self.root = Path(root)
 
     def path(self, key: str) -> Path:
-        """The score file of query ``key`` (characters unsafe in file names become ``_``)."""
-        return self.root / f"{re.sub(r'[^A-Za-z0-9._-]', '_', key)}.npz"
+        """The score file of query ``key`` (a plain name: annotation and query-set uids are checked when read)."""
+        return file_in(self.root, key, ".npz")
 
     def __contains__(self, key: str) -> bool:
         return self.path(key).exists()
@@ -53,25 +53,61 @@ class ScoreCache:
         scores.save(self.path(key))
 
     def load(self, key: str) -> FrameScores:
-        """The per-frame result of query ``key``."""
+        """The per-frame result of query ``key``.
+
+        Raises:
+            PRVQLError: the file is missing, truncated or corrupt.
+        """
         return FrameScores.load(self.path(key))
+
+    def try_load(self, key: str) -> FrameScores | None:
+        """The per-frame result of query ``key``, or None (with a warning) when its file is unreadable."""
+        try:
+            return self.load(key)
+        except PRVQLError as exc:
+            logger.warning("ignoring the cached result of %s: %s", key, exc)
+            return None
+
+    def drop_unreadable(self, keys: Sequence[str]) -> list[str]:
+        """Remove the cached files of ``keys`` that cannot be read (truncated by a crash, corrupted), so that they
+        are computed again; one warning names how many. Returns the keys dropped."""
+        dropped = []
+        for key in keys:
+            if key in self:
+                try:
+                    self.load(key)
+                except PRVQLError:
+                    self.path(key).unlink(missing_ok=True)
+                    dropped.append(key)
+        if dropped:
+            logger.warning(
+                "%s: %d cached results were unreadable and will be computed again (%s%s)",
+                self.root,
+                len(dropped),
+                ", ".join(dropped[:3]),
+                ", ..." if len(dropped) > 3 else "",
+            )
+        return dropped
 
     def write_meta(self, config: dict, weights: str | Path, resume: bool) -> None:
         """Describe what fills the cache: the resolved config and the weights' hash (``meta.json``).
 
         With ``resume``, a cache whose scores came from another model, weights or window setting is refused
-        (the post-processing settings may differ: they apply when the file is written).
+        (the post-processing settings may differ: they apply when the file is written); a cache whose description
+        is unreadable (a crash, a corrupted disk) is emptied with a warning and computed again.
 
         Raises:
-            PRVQLError: the existing description is unreadable or does not match.
+            PRVQLError: the existing description does not match.
         """
         meta_path = self.root / "meta.json"
         meta = {"fingerprint": fingerprint(config, weights), "config": config}
         if resume and meta_path.exists():
             try:
                 old = json.loads(meta_path.read_text())["fingerprint"]
-            except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise PRVQLError(f"{meta_path}: unreadable cache description ({exc})") from exc
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
+                logger.warning("%s: unreadable cache description (%s); recomputing every query", meta_path, exc)
+                self.clear()
+                old = meta["fingerprint"]
             if old != meta["fingerprint"]:
                 raise PRVQLError(
                     f"{meta_path}: the cache was made with another model, weights or windows; "
@@ -82,9 +118,10 @@ class ScoreCache:
     def read_config(self) -> dict | None:
         """The resolved config (a plain dict) recorded by :meth:`write_meta`, or None."""
         try:
-            return json.loads((self.root / "meta.json").read_text())["config"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            config = json.loads((self.root / "meta.json").read_text())["config"]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError):
             return None
+        return config if isinstance(config, dict) else None
 
     def clear(self) -> None:
         """Remove every score file (not the folder)."""
@@ -175,7 +212,7 @@ def predict_clips(
         if not todo:
             continue
         try:
-            with VideoReader(Path(clips_dir) / f"{job.clip_uid}.mp4") as reader:
+            with VideoReader(file_in(clips_dir, job.clip_uid, ".mp4")) as reader:
                 queries = []
                 for record in todo:
                     try:
@@ -210,6 +247,8 @@ def tracks_from_cache(
     tracks = {}
     for record in annotations.records():
         if record.is_valid and record.clip_uid and record.key in cache:
-            scores = cache.load(record.key)
+            scores = cache.try_load(record.key)
+            if scores is None:
+                continue
             tracks[record.key] = postprocess(scores.scores, scores.boxes)[0] if len(scores) else ResponseTrack.empty()
     return tracks

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import math
 import time
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +68,7 @@ class FrameScores:
         try:
             with np.load(path, allow_pickle=False) as data:
                 scores, boxes = data["scores"], data["boxes"]
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise PRVQLError(f"{path}: not a per-frame score file ({exc})") from exc
         if scores.ndim != 1 or boxes.shape != (scores.shape[0], 4):
             raise PRVQLError(f"{path}: scores {scores.shape} and boxes {boxes.shape} do not match")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from prvql.atomic import atomic_write_json
+from prvql.atomic import atomic_outputs, atomic_write_json
 from prvql.boxes import clip_boxes
 from prvql.data.transforms import prepare_query
 from prvql.data.video import write_video
@@ -239,8 +239,9 @@ def write_locate_outputs(
     ground_truth: ResponseTrack | None = None,
     show_query_frame: bool = False,
     title: str = "",
+    stage: Callable[[Path], Path] | None = None,
 ) -> list[Path]:
-    """Write ``track.json``, ``scores.png`` and (unless ``frames`` is None) ``track.mp4`` atomically.
+    """Write ``track.json``, ``scores.png`` and (unless ``frames`` is None) ``track.mp4``, all or none of them.
 
     Args:
         result: what :func:`locate` found.
@@ -255,20 +256,32 @@ def write_locate_outputs(
         show_query_frame: end ``track.mp4`` with the query image and its box (for a box on a frame of the video;
             it must have the searched frames' size).
         title: prefix of the plot's title.
+        stage: ``stage(path) -> temporary path`` of an :func:`prvql.atomic.atomic_outputs` block the caller holds
+            (to publish more files with these); ``None`` = publish these three together when done.
 
     Returns:
-        The paths written.
+        The paths written (published when the ``stage`` block ends).
     """
+    if stage is None:
+        with atomic_outputs() as own_stage:
+            return write_locate_outputs(
+                result,
+                frames,
+                out_dir,
+                fps,
+                source_frames=source_frames,
+                source_fps=source_fps,
+                info=info,
+                ground_truth=ground_truth,
+                show_query_frame=show_query_frame,
+                title=title,
+                stage=own_stage,
+            )
     out = Path(out_dir)
     window = result.window
-    atomic_write_json(
-        out / "track.json",
-        locate_report(result, fps, source_frames=source_frames, source_fps=source_fps, info=info),
-        indent=1,
-    )
     scores = np.asarray(result.scores, dtype=np.float64)
     plot_scores(
-        out / "scores.png",
+        stage(out / "scores.png"),
         result.scores,
         peak=window.peak,
         peak_threshold=window.peak_threshold,
@@ -279,8 +292,13 @@ def write_locate_outputs(
         fps=fps,
         title=f"{title}{': ' if title else ''}track {window.start}-{window.end} (peak {window.peak})",
     )
-    written = [out / "track.json", out / "scores.png"]
+    written = [out / "scores.png"]
     if frames is not None:
-        write_video(out / "track.mp4", _video_frames(result, frames, ground_truth, show_query_frame), fps)
+        write_video(stage(out / "track.mp4"), _video_frames(result, frames, ground_truth, show_query_frame), fps)
         written.append(out / "track.mp4")
-    return written
+    atomic_write_json(  # staged last: published last, so track.json marks a complete set
+        stage(out / "track.json"),
+        locate_report(result, fps, source_frames=source_frames, source_fps=source_fps, info=info),
+        indent=1,
+    )
+    return [out / "track.json", *written]

@@ -17,7 +17,6 @@ floats rounded to 0.01 px.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from prvql.atomic import atomic_write_json
-from prvql.data.annotations import AnnotationSet
+from prvql.data.annotations import MAX_FRAME, AnnotationSet, read_json
 from prvql.errors import AnnotationError
 from prvql.metrics.structures import ResponseTrack
 
@@ -35,6 +34,7 @@ log = logging.getLogger(__name__)
 
 CHALLENGE = "ego4d_vq2d_challenge"
 BOX_KEYS = ("x1", "y1", "x2", "y2")
+MAX_COORDINATE = 1e6  # |x|, |y| of a predicted box above this many pixels are refused (areas would overflow)
 DECIMALS = 2
 
 
@@ -127,9 +127,12 @@ class _Checker:
         for i, bbox in enumerate(bboxes):
             here = f"{where}.bboxes[{i}]"
             fno = self.object(bbox, here).get("fno")
-            if isinstance(fno, bool) or not isinstance(fno, int) or fno < 0:
-                raise self.fail(f"{here}.fno", f"expected a frame number >= 0, got {fno!r}")
+            if isinstance(fno, bool) or not isinstance(fno, int) or not 0 <= fno <= MAX_FRAME:
+                raise self.fail(f"{here}.fno", f"expected a frame number in [0, {MAX_FRAME}], got {fno!r}")
             x1, y1, x2, y2 = (self.number(bbox, k, here) for k in BOX_KEYS)
+            for key, value in zip(BOX_KEYS, (x1, y1, x2, y2), strict=True):
+                if abs(value) > MAX_COORDINATE:
+                    raise self.fail(f"{here}.{key}", f"must be within +-{MAX_COORDINATE:g} pixels (got {value:g})")
             if x2 < x1 or y2 < y1:
                 raise self.fail(here, f"needs x2 >= x1 and y2 >= y1 (got {x1}, {y1}, {x2}, {y2})")
             frames.append(fno)
@@ -163,12 +166,7 @@ def load_predictions(path: str | Path, annotations: AnnotationSet) -> dict[str, 
     """
     path = Path(path)
     check = _Checker(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise AnnotationError(f"{path}: predictions file not found") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AnnotationError(f"{path.name}: not valid JSON ({exc})") from exc
+    data = read_json(path, "predictions file")
     if not isinstance(data, dict):
         raise check.fail("(root)", "expected an object with 'version', 'challenge' and 'results'")
     for key in ("version", "challenge"):

@@ -344,9 +344,10 @@ def fit(cfg: Config, run_dir: str | Path, *, resume: bool = False, device: str =
         CheckpointError: ``resume`` without a readable checkpoint fitting ``cfg.model``.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     info = init_distributed(device)
     try:
-        return _Run(cfg, run_dir, info, resume).loop()
+        run = _Run(cfg, run_dir, info, resume)  # reads and checks the data and the checkpoint: creates nothing
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run.loop()
     finally:
         shutdown()

@@ -81,8 +81,50 @@ def load_inference_model(
         logger.warning("model.backbone.weights is not set: the frozen backbone keeps its random initialisation")
     torch.manual_seed(0)  # whatever stays random (a backbone without weights) is the same in every process
     model = build_prvql(cfg.model)
-    load_weights(model, weights)
+    try:
+        load_weights(model, weights)
+    except CheckpointError:
+        check_model_matches_weights(cfg, weights)  # name the setting that makes the tensors not fit, if one does
+        raise
     return cfg, model.eval()
+
+
+def check_model_matches_weights(cfg: Config, weights: str | Path) -> None:
+    """Refuse a config whose ``model`` section differs from the one the weights were trained with (stored in the
+    weights file), naming the differing keys, e.g. ``model.dim=8`` against 64; the backbone's weights file may
+    differ. Weights without a stored config are not compared. Called when the tensors do not fit, so
+    that the message blames the setting rather than the file (settings without tensors may differ on purpose).
+
+    Raises:
+        ConfigError: naming the key, the trained value and the given one.
+    """
+    from prvql.checkpoint import load_weights_config
+    from prvql.config import config_to_dict
+
+    try:
+        trained = config_to_dict(load_weights_config(weights).model)
+    except CheckpointError:
+        return
+    given = config_to_dict(cfg.model)
+    trained["backbone"].pop("weights", None)
+    given["backbone"].pop("weights", None)
+    differences = _differences(trained, given, "model")
+    if differences:
+        shown = ", ".join(f"{key}={now!r} (trained: {was!r})" for key, was, now in differences[:4])
+        more = f" and {len(differences) - 4} more" if len(differences) > 4 else ""
+        raise ConfigError(f"{shown}{more}: not the settings {weights} was trained with, so its tensors do not fit")
+
+
+def _differences(a: dict, b: dict, prefix: str) -> list[tuple[str, object, object]]:
+    """(dotted key, value in a, value in b) for every leaf where the nested dicts differ, in key order."""
+    found = []
+    for key in sorted(a.keys() | b.keys()):
+        here = f"{prefix}.{key}"
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            found += _differences(a[key], b[key], here)
+        elif a.get(key) != b.get(key):
+            found.append((here, a.get(key), b.get(key)))
+    return found
 
 
 def _deep_update(target: dict, update: dict) -> None:
