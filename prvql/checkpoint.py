@@ -22,6 +22,7 @@ import json
 import pickle
 import random
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -152,26 +153,44 @@ def save_training_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         torch.save(state, tmp)
 
 
-def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a training checkpoint on the CPU with ``weights_only=True``.
+def torch_load_untrusted(path: str | Path, what: str, mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` of a file from elsewhere, on the CPU: tensors and plain types only, so it
+    cannot run code. ``mmap``: page tensors in from the file as they are used (zip format; the legacy format is
+    read whole).
 
     Raises:
-        CheckpointError: missing, corrupt, or lacking one of :data:`CHECKPOINT_KEYS`.
+        CheckpointError: one line naming the file: missing, a folder, a payload that needs code to unpickle,
+            truncated or corrupt.
     """
-    path = check_input_file(path, "checkpoint", CheckpointError)
+    path = check_input_file(path, what, CheckpointError)
     try:
         with warnings.catch_warnings():  # torch warns (several lines) about foreign pickle protocols: we refuse anyway
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            except RuntimeError as exc:
+                if not mmap or "mmap" not in str(exc):
+                    raise
+                return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except pickle.UnpicklingError as exc:  # torch explains weights_only over several lines: keep the cause
         boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = " ".join(line for line in lines if not line.startswith(boilerplate)) or "unpickling refused"
         raise CheckpointError(
-            f"{path}: not a readable checkpoint of plain tensors (torch.load with weights_only refused it: {reason})"
+            f"{path}: refused, the file needs code to unpickle (torch.load with weights_only: {one_line(reason, 200)})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({one_line(str(exc), 200)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile) as exc:
+        reason = one_line(str(exc), 200)
+        raise CheckpointError(f"{path}: not a readable {what}, truncated or corrupt ({reason})") from None
+
+
+def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a training checkpoint on the CPU with ``weights_only=True`` (:func:`torch_load_untrusted`).
+
+    Raises:
+        CheckpointError: missing, corrupt, or lacking one of :data:`CHECKPOINT_KEYS`.
+    """
+    state = torch_load_untrusted(path, "checkpoint")
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a prvql training checkpoint")
     for key in CHECKPOINT_KEYS:

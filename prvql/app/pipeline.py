@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from prvql.boxes import clip_boxes
-from prvql.commands.locate import read_image
 from prvql.config import Config
+from prvql.data.images import read_image
 from prvql.data.video import VideoReader, resample_indices
 from prvql.engine.inference import build_predictor
 from prvql.engine.locate import locate, write_locate_outputs

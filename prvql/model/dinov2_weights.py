@@ -19,9 +19,13 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import Tensor
 
+from prvql.checkpoint import torch_load_untrusted
 from prvql.errors import CheckpointError
+from prvql.paths import check_input_file
 
 # HF per-layer suffix -> timm per-block suffix (q/k/v and the SwiGLU halves are handled separately)
 _HF_LAYER_RENAMES = {
@@ -45,17 +49,14 @@ _HF_QKV = (
 
 def read_state_dict(path: Path) -> dict[str, Tensor]:
     """Tensors of a checkpoint file; CheckpointError if it is missing or unreadable."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file (model.backbone.weights)")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
+    if path.suffix == ".safetensors":
+        check_input_file(path, "backbone weights file (model.backbone.weights)", CheckpointError)
+        try:
             state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any reader failure means an unusable file
-        raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from exc
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    else:
+        state = torch_load_untrusted(path, "backbone checkpoint (model.backbone.weights)")
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a flat dict of tensors (a DINOv2 state dict)")
     return dict(state)

@@ -16,9 +16,7 @@ modules (never used by the released forward pass) are dropped and counted by pre
 from __future__ import annotations
 
 import math
-import pickle
 import re
-import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from prvql.checkpoint import torch_load_untrusted
 from prvql.config import Config, config_from_dict, config_to_dict, load_config, parse_override
 from prvql.errors import CheckpointError, ConfigError
 from prvql.model.dinov2_weights import to_timm_layout
@@ -73,24 +72,7 @@ def read_released(path: str | Path) -> dict[str, Tensor]:
         CheckpointError: missing file, a payload that needs code to unpickle, a truncated/corrupt file, or no
             state dict of tensors inside; the message names the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        try:  # memory-mapped: tensors are paged in from the file as they are used
-            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            data = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
-    except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()
-        detail = next((line for line in reason if "Unsupported global" in line or "GLOBAL" in line), reason[0])
-        raise CheckpointError(f"{path}: refused, the file needs code to unpickle ({detail.strip()})") from exc
-    except (EOFError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({exc})") from exc
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint, truncated or corrupt ({exc})") from exc
+    data = torch_load_untrusted(path, "checkpoint", mmap=True)
     state = data.get("state_dict", data) if isinstance(data, dict) else None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict) and "state_dict" not in data:
         state = state["model"]
