@@ -176,9 +176,11 @@ def torch_load_untrusted(path: str | Path, what: str, mmap: bool = False) -> Any
         boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = " ".join(line for line in lines if not line.startswith(boilerplate)) or "unpickling refused"
-        raise CheckpointError(
-            f"{path}: refused, the file needs code to unpickle (torch.load with weights_only: {one_line(reason, 200)})"
-        ) from None
+        needs_code = "global" in reason.lower()  # a payload naming Python objects
+        reason = one_line(reason, 200)
+        if needs_code:  # a payload naming Python objects: the file needs code to unpickle
+            raise CheckpointError(f"{path}: refused, the file needs code to unpickle ({reason})") from None
+        raise CheckpointError(f"{path}: not a readable {what}, truncated or corrupt ({reason})") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile) as exc:
         reason = one_line(str(exc), 200)
         raise CheckpointError(f"{path}: not a readable {what}, truncated or corrupt ({reason})") from None
