@@ -8,8 +8,12 @@ Run folder: ``config.yaml`` (resolved config), ``log.jsonl`` (:mod:`prvql.engine
 (latest training state, every ``checkpoint_every`` steps and at the end), ``weights.safetensors`` (final
 trainable weights for inference) and ``weights_best.safetensors`` (best validation :data:`BEST_MEASURE`: the AUROC
 of the per-frame scores, which ranks models the way the benchmark's score curve does; the released code's frame
-accuracy is meaningless when most validation frames hold the target). ``fit(..., resume=True)`` continues from ``checkpoint.pt`` and ends with the same
-weights as an uninterrupted run (same seed, CPU).
+accuracy is meaningless when most validation frames hold the target). ``fit(..., resume=True)`` continues from
+``checkpoint.pt`` and ends with the same weights as an uninterrupted run (same seed, CPU).
+
+Also logged: the share of windows in which AKG kept each knowledge slot (``akg_keep_s{k}_{j}``; a run where tau is
+never passed trains no QFR and says so), and the global batch at start, with a warning when it is not
+``train.expected_global_batch``.
 """
 
 from __future__ import annotations
@@ -271,7 +275,7 @@ class _Run:
         return totals, float(grad_norm)
 
     def _akg_keep_rates(self, outputs: dict[str, Any]) -> dict[str, float]:
-        """``akg_keep_s{k}_{j}``: share of windows whose knowledge slot j passed tau after stage k (none without AKG)."""
+        """``akg_keep_s{k}_{j}``: share of windows whose knowledge slot j passed tau after stage k (none w/o AKG)."""
         keep = outputs.get("akg_keep")
         if keep is None:
             return {}
@@ -335,6 +339,8 @@ class _Run:
             self.info.world_size,
             tcfg.grad_accum,
         )
+        if self.val_batches is not None:
+            log.info("weights_best: the validation %s (per-frame scores) decides", BEST_MEASURE)
         expected = tcfg.expected_global_batch
         if expected and global_batch != expected:
             logger.warn(

@@ -17,7 +17,8 @@ class QueryFeatureRefinement(nn.Module):
 
     CNB folds the n knowledge slots into channels and applies conv3x3 ``n*dim -> dim`` + BN + ReLU, giving an
     ``r x r`` knowledge map (GroupNorm instead of BN with ``norm_groups`` > 0: per-sample statistics, so an
-    all-zero knowledge input -- every slot below tau -- means the same in training and at eval). Combination (paper Tab. 10):
+    all-zero knowledge input -- every slot below tau -- means the same in training and at eval).
+    Combination (paper Tab. 10):
 
     - ``"cross_attention"`` (paper, released): a CAB with the query tokens as queries and the ``r*r`` knowledge
       tokens as keys/values (the released BERT cross layer: post-LN, eps 1e-12, GELU FFN, dropout).
