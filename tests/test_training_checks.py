@@ -68,6 +68,9 @@ def test_probed_attention_under_bf16_autocast_matches_fp32() -> None:
         out, probed = attn(x, memory, probe=probe)
     assert out.dtype == torch.bfloat16 and probed.dtype == torch.float32
     torch.testing.assert_close(probed, reference, rtol=1e-3, atol=1e-6)
+    reference = attn.probabilities(x, memory)
+    with _bf16():
+        torch.testing.assert_close(attn.probabilities(x, memory), reference, rtol=1e-3, atol=1e-6)
     # without a probe the layer keeps running in bf16 (no cost outside SKG's probes)
     with _bf16():
         assert attn(x, memory)[0].dtype == torch.bfloat16

@@ -103,12 +103,14 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(out[..., :head_dim].transpose(1, 2).flatten(2)), probed
 
     def probabilities(self, x: Tensor, memory: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        """The full head-averaged attention probabilities ``[B, Nq, Nk]`` in float32 (explicit, memory-hungry)."""
-        q, k, _ = self._project(x, memory)
-        scores = (q.float() @ k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        return scores.softmax(dim=-1).mean(dim=1)
+        """The full head-averaged attention probabilities ``[B, Nq, Nk]`` in float32 (explicit, memory-hungry), also
+        under autocast (SKG reads them)."""
+        with torch.autocast(x.device.type, enabled=False):
+            q, k, _ = self._project(x.float(), None if memory is None else memory.float())
+            scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            return scores.softmax(dim=-1).mean(dim=1)
 
 
 class FeedForward(nn.Module):
