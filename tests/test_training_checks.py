@@ -188,3 +188,13 @@ def test_out_of_range_training_values_exit_2_before_the_run_folder(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and override.split("=")[0] in err, err
     assert not run.exists()
+
+
+def test_paper_preset_uses_groupnorm_in_qfr_and_released_keeps_bn() -> None:
+    from prvql.config import check_training_config
+
+    paper, released = load_config("prvql_vitb14"), load_config("prvql_released")
+    check_training_config(paper)
+    assert paper.model.qfr.norm_groups > 0 and paper.model.dim % paper.model.qfr.norm_groups == 0
+    assert released.model.qfr.norm_groups == 0 and released.train.whole_model_eval
+    assert paper.train.expected_global_batch == released.train.expected_global_batch == 12
