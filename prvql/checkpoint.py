@@ -78,17 +78,20 @@ def load_trainable_state(model: nn.Module, tensors: dict[str, Tensor], source: s
 
 
 def save_weights(
-    model: nn.Module, path: str | Path, cfg: Config, include_backbone: bool = False, source: str | None = None
+    model: nn.Module,
+    path: str | Path,
+    cfg: Config,
+    include_backbone: bool = False,
+    extra: dict[str, str] | None = None,
 ) -> None:
     """Write the trainable tensors of ``model`` (``include_backbone``: every tensor of its state dict) to a
-    safetensors file, atomically, with ``cfg`` (and ``source``, where the weights came from) as metadata."""
+    safetensors file, atomically, with ``cfg`` as metadata, plus the ``extra`` string entries (where the weights
+    came from, how ``weights_best`` was selected)."""
     state = model.state_dict() if include_backbone else trainable_state_dict(model)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    metadata = {"format": "prvql", "config": json.dumps(config_to_dict(cfg))}
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
+    metadata = {**(extra or {}), "format": "prvql", "config": json.dumps(config_to_dict(cfg))}
     if include_backbone:
         metadata["backbone"] = "included"
-    if source is not None:
-        metadata["source"] = source
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 
