@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise PRVQLError(f"--output: {args.output} must end in .safetensors")
     converted = load_released(args.checkpoint, args.config, args.overrides)
     print(converted.summary(args.checkpoint), flush=True)
-    save_weights(converted.model, args.output, converted.cfg, include_backbone=True, extra={"source": args.checkpoint.name})
+    source = {"source": args.checkpoint.name}
+    save_weights(converted.model, args.output, converted.cfg, include_backbone=True, extra=source)
     print(f"wrote {args.output}")
     return 0
