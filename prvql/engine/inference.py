@@ -157,7 +157,10 @@ class Predictor:
     """Per-frame scores and boxes of every query of a clip, with the backbone run once per frame.
 
     Args:
-        model: a PRVQL model with ``extract_features`` and ``forward_features``; put in eval mode here.
+        model: a model with ``extract_features(images)`` and ``forward_features(frame_feats, query_feats)``, put in
+            eval mode here. If it also has ``embed(images)`` and ``forward_embedded(video, query)`` (PRVQL), those
+            are used instead: each frame and query crop is embedded (backbone + channel reduction) once and the
+            embeddings are shared by every window and query.
         num_frames: T, the training window length.
         input_size: S, the square model input side.
         pad_value: value of the pad-to-square band (the training one).
@@ -202,6 +205,7 @@ class Predictor:
         self.bf16 = bf16 and self.device.type == "cuda"
         self.sync_timing = sync_timing
         self.stats = PredictorStats()
+        self._embedded = hasattr(model, "embed") and hasattr(model, "forward_embedded")
 
     # ------------------------------------------------------------------------------------------------------------
     # public API
@@ -288,11 +292,11 @@ class Predictor:
             torch.cuda.synchronize(self.device)
 
     def _backbone(self, images: Tensor) -> Tensor:
-        """[N, 3, S, S] -> [N, C, h, w] backbone features (counted in ``stats``)."""
+        """[N, 3, S, S] -> [N, C, h, w] backbone features, or embeddings (counted in ``stats``)."""
         self._sync()
         t0 = time.perf_counter()
         with self._autocast():
-            feats = self.model.extract_features(images)
+            feats = self.model.embed(images) if self._embedded else self.model.extract_features(images)
         self._sync()
         self.stats.backbone_seconds += time.perf_counter() - t0
         self.stats.backbone_calls += 1
@@ -316,7 +320,10 @@ class Predictor:
         self._sync()
         t0 = time.perf_counter()
         with self._autocast():
-            out = self.model.forward_features(frame_feats, query)
+            if self._embedded:
+                out = self.model.forward_embedded(frame_feats, query)
+            else:
+                out = self.model.forward_features(frame_feats, query)
         logits, boxes = out["logits"].float(), out["boxes"].float()  # [B, T, A], [B, T, A, 4]
         best_logit, best = logits.max(dim=-1)  # [B, T]
         best_boxes = torch.gather(boxes, 2, best[..., None, None].expand(-1, -1, 1, 4)).squeeze(2)  # [B, T, 4]

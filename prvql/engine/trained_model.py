@@ -39,7 +39,8 @@ def default_model_paths() -> tuple[Path, Path]:
 def load_inference_model(
     config: str | Path | None, weights: str | Path | None, overrides: Sequence[str] = ()
 ) -> tuple[Config, nn.Module]:
-    """The config and the model with trained weights, for the inference commands.
+    """The config and the model with trained weights, in eval mode with its batch norms folded into the convs
+    (:meth:`~prvql.model.prvql.PRVQL.fuse_for_inference`: same outputs, for inference only).
 
     Args:
         config: config file or preset; ``None`` = the config stored in the weights file.
@@ -72,7 +73,7 @@ def load_inference_model(
     torch.manual_seed(0)  # whatever stays random (a backbone without weights) is the same in every process
     model = build_prvql(cfg.model)
     load_weights(model, weights)
-    return cfg, model.eval()
+    return cfg, model.fuse_for_inference()
 
 
 def _deep_update(target: dict, update: dict) -> None:
