@@ -14,6 +14,7 @@ import importlib
 import logging
 import sys
 
+from prvql.allocator import tune_allocator
 from prvql.errors import PRVQLError
 
 # subcommand name -> module in prvql.commands
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit status (2 for a :class:`PRVQLError`, 130 for Ctrl-C)."""
+    tune_allocator()  # before any command imports torch (prvql/allocator.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
