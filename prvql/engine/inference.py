@@ -168,7 +168,7 @@ class Predictor:
         window_overlap: frames shared by consecutive windows (0 = the released code's non-overlapping windows).
         overlap_reduce: ``"mean"`` or ``"max"`` of a frame's scores over the windows that cover it.
         device: where the model runs.
-        bf16: bfloat16 autocast (CUDA only; ignored elsewhere).
+        bf16: bfloat16 autocast (an approximation: CUDA, or a CPU with bf16 units such as AMX; see benchmarks).
         sync_timing: synchronise CUDA around timed sections so ``stats`` timings are exact (slower).
     """
 
@@ -202,7 +202,7 @@ class Predictor:
         self.windows_per_batch = windows_per_batch
         self.stride = num_frames - window_overlap
         self.overlap_reduce = overlap_reduce
-        self.bf16 = bf16 and self.device.type == "cuda"
+        self.bf16 = bf16
         self.sync_timing = sync_timing
         self.stats = PredictorStats()
         self._embedded = hasattr(model, "embed") and hasattr(model, "forward_embedded")
