@@ -1,8 +1,8 @@
 """GPU readiness check: throughput, bf16 vs fp32, torch.compile, peak memory and one training step, as JSON.
 
 Random weights (no file is read; the heads' output layers, initialised near zero, are redrawn with std 0.05 so
-that logits and boxes vary and the bf16 comparison means something). For 1..8 windows per batch it times the backbone (frames embedded per second)
-and the refinement stages (searched frames per second) in fp32 and bf16 autocast, with ``torch.compile`` off and
+that logits and boxes vary and the bf16 comparison means something). For 1..8 windows per batch it times the
+backbone (frames embedded per second) and the refinement stages (searched frames per second) in fp32 and bf16 autocast, with ``torch.compile`` off and
 on; compares bf16 with fp32 (largest logit and box difference on the same windows, and whether the response
 tracks of a few generated clips come out the same); records peak memory; and times one training iteration of
 the paper configuration (forward, losses, backward, AdamW step).
@@ -168,7 +168,8 @@ def training_step(cfg, device: torch.device, repeats: int) -> dict:
     query = torch.randn(b, 3, s, s, device=device)
     occurrence = (torch.arange(t, device=device) % 2 == 0).expand(b, t).clone()
     boxes = torch.tensor([0.3, 0.3, 0.6, 0.55], device=device).expand(b, t, 4) * occurrence[..., None]
-    targets = Targets(boxes=boxes, occurrence=occurrence, before_query=torch.ones(b, t, dtype=torch.bool, device=device))
+    before = torch.ones(b, t, dtype=torch.bool, device=device)
+    targets = Targets(boxes=boxes, occurrence=occurrence, before_query=before)
     bf16 = cfg.train.bf16 and device.type == "cuda"
 
     def step() -> None:
