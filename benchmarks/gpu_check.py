@@ -2,10 +2,10 @@
 
 Random weights (no file is read; the heads' output layers, initialised near zero, are redrawn with std 0.05 so
 that logits and boxes vary and the bf16 comparison means something). For 1..8 windows per batch it times the
-backbone (frames embedded per second) and the refinement stages (searched frames per second) in fp32 and bf16 autocast, with ``torch.compile`` off and
-on; compares bf16 with fp32 (largest logit and box difference on the same windows, and whether the response
-tracks of a few generated clips come out the same); records peak memory; and times one training iteration of
-the paper configuration (forward, losses, backward, AdamW step).
+backbone (frames embedded per second) and the refinement stages (searched frames per second) in fp32 and bf16
+autocast, with ``torch.compile`` off and on; compares bf16 with fp32 (largest logit and box difference on the
+same windows, and whether the response tracks of a few generated clips come out the same); records peak memory;
+and times one training iteration of the paper configuration (forward, losses, backward, AdamW step).
 
     bash benchmarks/gpu_check.sh                                # one GPU, paper config, < 8 minutes
     python benchmarks/gpu_check.py --device cpu --quick --output check.json   # plumbing only (CI)
