@@ -381,8 +381,13 @@ class _FrameStream:
         self.end += len(decoded)
 
     def features(self, frame_ids: Tensor) -> Tensor:
-        """Absolute frame indices [...] (all in ``[start, end)``) -> features [..., C, h, w]."""
-        return self.feats[(frame_ids - self.start).to(self.feats.device)]
+        """Absolute frame indices [...] (all in ``[start, end)``) -> features [..., C, h, w]; consecutive indices
+        (unpadded, non-overlapping windows) give a view instead of a copy."""
+        local = frame_ids - self.start
+        first = int(local.flatten()[0])
+        if torch.equal(local.flatten(), torch.arange(first, first + local.numel())):
+            return self.feats[first : first + local.numel()].view(*local.shape, *self.feats.shape[1:])
+        return self.feats[local.to(self.feats.device)]
 
 
 def build_predictor(
