@@ -15,8 +15,10 @@ median and range of each, so that a machine whose speed drifts still gives fair 
   model through ``forward_features``) and after, against the bound ``backbone + Q x stages``; the backbone is cut
   to ``--e2e-depth`` blocks so that it fits a CPU run. The full-depth end to end per query is then composed from
   the parts measured in this run (backbone per image, stages, and the glue measured here).
-- ``allocator``: one backbone call on ``--images`` images in fresh processes alternating glibc's default malloc
-  and prvql's settings (prvql/allocator.py): wall time, minor page faults, system time, peak RSS.
+- ``allocator``: one backbone call (ViT-B/14 at 448 px cut to ``--alloc-depth`` blocks, ``--alloc-images``
+  images: buffers of 25-100 MB, above glibc's 32 MB dynamic mmap limit, as in a 30-frame window) in fresh
+  processes alternating glibc's default malloc and prvql's settings (prvql/allocator.py): wall time, minor page
+  faults, system time, peak RSS.
 - ``decode``: a generated 1080p 30 fps H.264 video of ``--video-seconds``: decoding at 5 fps (PyAV threading
   AUTO / SLICE / off), preprocessing, and ``locate`` end to end with the shipped demo model.
 
@@ -263,7 +265,8 @@ from prvql.allocator import tune_allocator
 if sys.argv[1] == "tuned": assert tune_allocator()
 from prvql.model.backbone import DINOv2Backbone
 torch.manual_seed(0)
-model, images = DINOv2Backbone("b").eval(), torch.randn(int(sys.argv[2]), 3, 448, 448)
+model = DINOv2Backbone("b", depth=int(sys.argv[3])).eval()
+images = torch.randn(int(sys.argv[2]), 3, 448, 448)
 with torch.inference_mode():
     model(images[:1])
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
@@ -279,7 +282,7 @@ def bench_allocator(args: argparse.Namespace) -> dict:
     rows: dict[str, list] = {"default": [], "tuned": []}
     for r in range(2):
         for mode in ("default", "tuned") if r % 2 == 0 else ("tuned", "default"):
-            cmd = [sys.executable, "-c", ALLOCATOR_CHILD, mode, str(args.images)]
+            cmd = [sys.executable, "-c", ALLOCATOR_CHILD, mode, str(args.alloc_images), str(args.alloc_depth)]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.split()
             rows[mode].append([float(x) for x in out])
     result = {}
@@ -363,6 +366,8 @@ def main() -> None:
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant")
     parser.add_argument("--images", type=int, default=2, help="images per backbone call (backbone, allocator)")
+    parser.add_argument("--alloc-images", type=int, default=8, help="images per call in the `allocator` section")
+    parser.add_argument("--alloc-depth", type=int, default=3, help="ViT-B blocks in the `allocator` section")
     parser.add_argument("--e2e-depth", type=int, default=1, help="backbone blocks in the `queries` section")
     parser.add_argument("--e2e-rounds", type=int, default=2, help="rounds of the `queries` section")
     parser.add_argument("--video-seconds", type=float, default=6.0, help="length of the generated 1080p video")
