@@ -1,8 +1,9 @@
 """Inference over whole clips: the best anchor's score and box for every searched frame of every query.
 
 The :class:`Predictor` streams a clip window by window. For each chunk of ``windows_per_batch`` window starts it
-decodes only the frames not seen yet, runs the frozen backbone on them once, and then runs the refinement stages
-for every query whose search range reaches that chunk, on the cached features. Only one chunk of backbone features
+decodes only the frames not seen yet, embeds them once (frozen backbone, and for PRVQL the channel reduction too),
+and then runs the refinement stages for every query whose search range reaches that chunk, on the cached
+embeddings. Only one chunk of backbone features
 is alive at a time, so memory does not grow with clip length beyond the per-frame results (a score and a box per
 frame and query). Within one call the backbone sees every decoded frame exactly once, plus each query crop once.
 
