@@ -20,7 +20,8 @@ __all__ = ["load_model"]
 def load_model(
     weights: str | Path, config: str | Path | Config | None = None, device: str | torch.device = "cpu"
 ) -> tuple[Config, nn.Module]:
-    """A trained model in eval mode, and its resolved config.
+    """A trained model for inference, and its resolved config: in eval mode, batch norms folded into their convs
+    (:meth:`prvql.model.prvql.PRVQL.fuse_for_inference`: the same outputs; such a model cannot be trained).
 
     Args:
         weights: a weights file written by ``prvql train`` / ``prvql convert`` (``.safetensors``), or the authors'

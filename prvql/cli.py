@@ -18,6 +18,7 @@ import logging
 import sys
 from typing import NoReturn
 
+from prvql.allocator import tune_allocator
 from prvql.errors import PRVQLError, one_line
 
 # subcommand name -> module in prvql.commands
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit status (2 for a :class:`PRVQLError`, 130 for Ctrl-C)."""
+    tune_allocator()  # before any command imports torch (prvql/allocator.py)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:

@@ -204,7 +204,7 @@ class InferenceConfig:
     windows_per_batch: int = 4
     window_overlap: int = 0
     overlap_reduce: str = "mean"  # "mean" | "max" of a frame's scores over overlapping windows
-    bf16: bool = False  # bfloat16 autocast at inference (CUDA only); validate against fp32 (spec Decision 16)
+    bf16: bool = False  # bfloat16 autocast at inference (CUDA or CPU); validate against fp32 (spec Decision 16)
     median_kernel: int = 1
     peak_ratio: float = 0.79
     track_ratio: float = 0.585

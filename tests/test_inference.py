@@ -102,23 +102,24 @@ def dataset(tmp_path: Path) -> dict:
 
 
 class Recorder:
-    """Wraps a model's two entry points to record what the backbone and the stages see."""
+    """Wraps a model's entry points to record what the backbone and the stages see (the Predictor runs the stages
+    on embedded frames, ``forward_embedded``)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.images: list[torch.Tensor] = []
         self.windows: list[torch.Tensor] = []
-        extract, forward = model.extract_features, model.forward_features
+        extract, forward = model.extract_features, model.forward_embedded
 
         def extract_features(images: torch.Tensor) -> torch.Tensor:
             self.images.append(images.clone())
             return extract(images)
 
-        def forward_features(frame_feats: torch.Tensor, query_feats: torch.Tensor) -> dict:
-            self.windows.append(frame_feats.clone())
-            return forward(frame_feats, query_feats)
+        def forward_embedded(video: torch.Tensor, query: torch.Tensor) -> dict:
+            self.windows.append(video.clone())
+            return forward(video, query)
 
         model.extract_features = extract_features
-        model.forward_features = forward_features
+        model.forward_embedded = forward_embedded
 
 
 def crop_query(key: str, frames: np.ndarray, num_frames: int, size: int) -> ClipQuery:
@@ -178,7 +179,7 @@ def test_windows_cover_search_range_and_pad_with_last_frame(
     size = tiny_cfg.model.input_size
     with VideoReader(dataset["clips"] / "clipA.mp4") as reader:
         decoded = reader.read(range(14))
-    reference = tiny_model.extract_features(prepare_frames(decoded, size, tiny_cfg.data.pad_value))  # [14, C, h, w]
+    reference = tiny_model.embed(prepare_frames(decoded, size, tiny_cfg.data.pad_value))  # [14, D, h, w]
     recorder = Recorder(tiny_model)
     result = build_predictor(tiny_cfg, tiny_model).predict(iter(decoded), crop_query("q", decoded, 13, size))
     assert _frame_ids(recorder.windows, reference) == expected

@@ -32,7 +32,7 @@ TARGETS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="tiny", help="config file or preset (default: tiny)")
     add_device_option(parser, default="cpu")
-    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="bf16 = autocast (CUDA only)")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="bf16 = autocast (an approximation)")
     parser.add_argument("--queries-per-clip", type=int, default=3, help="queries searched in each clip (Q)")
     parser.add_argument("--frames", type=int, default=60, help="N: the clip lengths measured are N and 2N")
     parser.add_argument("--height", type=int, default=360, help="height of the generated frames")
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, [*args.overrides, *overrides])
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    model = build_prvql(cfg.model)
+    model = build_prvql(cfg.model).fuse_for_inference()
     predictor = build_predictor(cfg, model, device, sync_timing=True)
     memory = PeakMemory(device)
     warmup = min(args.frames, cfg.model.num_frames * cfg.inference.windows_per_batch)

@@ -1,8 +1,9 @@
 """Inference over whole clips: the best anchor's score and box for every searched frame of every query.
 
 The :class:`Predictor` streams a clip window by window. For each chunk of ``windows_per_batch`` window starts it
-decodes only the frames not seen yet, runs the frozen backbone on them once, and then runs the refinement stages
-for every query whose search range reaches that chunk, on the cached features. Only one chunk of backbone features
+decodes only the frames not seen yet, embeds them once (frozen backbone, and for PRVQL the channel reduction too),
+and then runs the refinement stages for every query whose search range reaches that chunk, on the cached
+embeddings. Only one chunk of backbone features
 is alive at a time, so memory does not grow with clip length beyond the per-frame results (a score and a box per
 frame and query). Within one call the backbone sees every decoded frame exactly once, plus each query crop once.
 
@@ -159,7 +160,10 @@ class Predictor:
     """Per-frame scores and boxes of every query of a clip, with the backbone run once per frame.
 
     Args:
-        model: a PRVQL model with ``extract_features`` and ``forward_features``; put in eval mode here.
+        model: a model with ``extract_features(images)`` and ``forward_features(frame_feats, query_feats)``, put in
+            eval mode here. If it also has ``embed(images)`` and ``forward_embedded(video, query)`` (PRVQL), those
+            are used instead: each frame and query crop is embedded (backbone + channel reduction) once and the
+            embeddings are shared by every window and query.
         num_frames: T, the training window length.
         input_size: S, the square model input side.
         pad_value: value of the pad-to-square band (the training one).
@@ -168,7 +172,7 @@ class Predictor:
         window_overlap: frames shared by consecutive windows (0 = the released code's non-overlapping windows).
         overlap_reduce: ``"mean"`` or ``"max"`` of a frame's scores over the windows that cover it.
         device: where the model runs.
-        bf16: bfloat16 autocast (CUDA only; ignored elsewhere).
+        bf16: bfloat16 autocast (an approximation: CUDA, or a CPU with bf16 units such as AMX; see benchmarks).
         sync_timing: synchronise CUDA around timed sections so ``stats`` timings are exact (slower).
     """
 
@@ -204,9 +208,10 @@ class Predictor:
         self.windows_per_batch = windows_per_batch
         self.stride = num_frames - window_overlap
         self.overlap_reduce = overlap_reduce
-        self.bf16 = bf16 and self.device.type == "cuda"
+        self.bf16 = bf16
         self.sync_timing = sync_timing
         self.stats = PredictorStats()
+        self._embedded = hasattr(model, "embed") and hasattr(model, "forward_embedded")
 
     # ------------------------------------------------------------------------------------------------------------
     # public API
@@ -293,11 +298,11 @@ class Predictor:
             torch.cuda.synchronize(self.device)
 
     def _backbone(self, images: Tensor) -> Tensor:
-        """[N, 3, S, S] -> [N, C, h, w] backbone features (counted in ``stats``)."""
+        """[N, 3, S, S] -> [N, C, h, w] backbone features, or embeddings (counted in ``stats``)."""
         self._sync()
         t0 = time.perf_counter()
         with self._autocast():
-            feats = self.model.extract_features(images)
+            feats = self.model.embed(images) if self._embedded else self.model.extract_features(images)
         self._sync()
         self.stats.backbone_seconds += time.perf_counter() - t0
         self.stats.backbone_calls += 1
@@ -321,7 +326,10 @@ class Predictor:
         self._sync()
         t0 = time.perf_counter()
         with self._autocast():
-            out = self.model.forward_features(frame_feats, query)
+            if self._embedded:
+                out = self.model.forward_embedded(frame_feats, query)
+            else:
+                out = self.model.forward_features(frame_feats, query)
         logits, boxes = out["logits"].float(), out["boxes"].float()  # [B, T, A], [B, T, A, 4]
         best_logit, best_boxes = top_boxes(logits, boxes)  # [B, T], [B, T, 4] with x1 <= x2, y1 <= y2
         scores = torch.sigmoid(best_logit).cpu().numpy()
@@ -380,8 +388,13 @@ class _FrameStream:
         self.end += len(decoded)
 
     def features(self, frame_ids: Tensor) -> Tensor:
-        """Absolute frame indices [...] (all in ``[start, end)``) -> features [..., C, h, w]."""
-        return self.feats[(frame_ids - self.start).to(self.feats.device)]
+        """Absolute frame indices [...] (all in ``[start, end)``) -> features [..., C, h, w]; consecutive indices
+        (unpadded, non-overlapping windows) give a view instead of a copy."""
+        local = frame_ids - self.start
+        first = int(local.flatten()[0])
+        if torch.equal(local.flatten(), torch.arange(first, first + local.numel())):
+            return self.feats[first : first + local.numel()].view(*local.shape, *self.feats.shape[1:])
+        return self.feats[local.to(self.feats.device)]
 
 
 def build_predictor(

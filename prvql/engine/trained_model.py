@@ -42,7 +42,8 @@ def default_model_paths() -> tuple[Path, Path]:
 def load_inference_model(
     config: str | Path | None, weights: str | Path | None, overrides: Sequence[str] = ()
 ) -> tuple[Config, nn.Module]:
-    """The config and the model with trained weights, for the inference commands.
+    """The config and the model with trained weights, in eval mode with its batch norms folded into the convs
+    (:meth:`~prvql.model.prvql.PRVQL.fuse_for_inference`: same outputs, for inference only).
 
     Args:
         config: config file or preset; ``None`` = the config stored in the weights file.
@@ -67,7 +68,7 @@ def load_inference_model(
     if Path(weights).suffix != ".safetensors":
         converted = load_released(weights, config, list(overrides))
         logger.info("%s", converted.summary(weights))
-        return converted.cfg, converted.model
+        return converted.cfg, converted.model.fuse_for_inference()
     if config is not None:
         cfg = load_config(config, list(overrides))
     else:
@@ -86,7 +87,7 @@ def load_inference_model(
     except CheckpointError:
         check_model_matches_weights(cfg, weights)  # name the setting that makes the tensors not fit, if one does
         raise
-    return cfg, model.eval()
+    return cfg, model.fuse_for_inference()
 
 
 def check_model_matches_weights(cfg: Config, weights: str | Path) -> None:

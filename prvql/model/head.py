@@ -48,11 +48,23 @@ class AnchorHead(nn.Module):
             offsets ``[N, A, 4]`` (cx, cy, w, h, normalised units) and logits ``[N, A]``, with ``A = G*G*m`` in
             the order of :func:`prvql.model.anchors.make_anchors` (G = h * 2^upsample_steps).
         """
+        reg, cls = self.trunk(x)
+        return self.regress(reg), self.classify(cls)
+
+    def trunk(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The shared part: ``[N, D, h, w]`` -> regression and classification features, ``[N, D, G, G]`` each."""
         reg, cls = self.in_conv(self.upsample(x)).chunk(2, dim=1)
+        return reg, cls
+
+    def regress(self, reg: Tensor) -> Tensor:
+        """Regression half: ``[N, D, G, G]`` -> offsets ``[N, A, 4]``."""
         reg = self.reg_out(self.reg_convs(reg))  # [N, m*4, G, G], channel = anchor * 4 + coordinate
+        return reg.permute(0, 2, 3, 1).reshape(reg.shape[0], -1, 4)
+
+    def classify(self, cls: Tensor) -> Tensor:
+        """Classification half: ``[N, D, G, G]`` -> logits ``[N, A]``."""
         cls = self.cls_out(self.cls_convs(cls))  # [N, m, G, G]
-        n = x.shape[0]
-        return reg.permute(0, 2, 3, 1).reshape(n, -1, 4), cls.permute(0, 2, 3, 1).reshape(n, -1)
+        return cls.permute(0, 2, 3, 1).reshape(cls.shape[0], -1)
 
 
 def decode_boxes(offsets: Tensor, anchors: Tensor) -> Tensor:

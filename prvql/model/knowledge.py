@@ -48,12 +48,22 @@ class AppearanceKnowledgeGeneration(nn.Module):
         b, t = logits.shape[:2]
         best, anchor = logits.max(dim=2)  # [B, T]
         best_boxes = boxes.gather(2, anchor[:, :, None, None].expand(b, t, 1, 4)).squeeze(2)  # [B, T, 4]
-        conf, frames = best.topk(min(self.top_n, t), dim=1)
+        conf, frames = self._top_frames(best)
         keep = conf.sigmoid() >= self.tau
         missing = self.top_n - frames.shape[1]
         frames = F.pad(frames, (0, missing))
         keep = F.pad(keep, (0, missing), value=False)
         return frames, best_boxes.gather(1, frames[:, :, None].expand(b, self.top_n, 4)), keep
+
+    def _top_frames(self, best: Tensor) -> tuple[Tensor, Tensor]:
+        """The ``min(top_n, T)`` most confident frames of best-anchor logits ``[B, T]``: (confidences, indices)."""
+        return best.topk(min(self.top_n, best.shape[1]), dim=1)
+
+    @torch.no_grad()
+    def frames_read(self, logits: Tensor) -> Tensor:
+        """Indices ``[B, min(n, T)]`` of the only frames whose boxes :meth:`forward` reads (logits ``[B, T, A]``);
+        the boxes of the other frames may be anything (inference decodes only these)."""
+        return self._top_frames(logits.max(dim=2).values)[1]
 
     def forward(self, logits: Tensor, boxes: Tensor, video: Tensor) -> Tensor:
         """Appearance knowledge K^a_k.

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+
+def _probe_precision(x: Tensor, probe: Tensor | None) -> contextlib.AbstractContextManager:
+    """SKG reads the probed probabilities (values near 1/Nk): with a probe, projections and attention run in float32
+    whatever the autocast, so that training under bf16 sees the signal fp32 inference sees (a no-op without a probe
+    or without autocast); the caller casts its inputs to float32 inside."""
+    return contextlib.nullcontext() if probe is None else torch.autocast(x.device.type, enabled=False)
 
 
 class ConvBNAct(nn.Sequential):
@@ -18,6 +28,12 @@ class ConvBNAct(nn.Sequential):
             nn.GroupNorm(norm_groups, out_channels) if norm_groups else nn.BatchNorm2d(out_channels),
             nn.LeakyReLU(inplace=True) if leaky else nn.ReLU(inplace=True),
         )
+
+    def fuse_batch_norm(self) -> None:
+        """Fold the eval-mode BatchNorm into the conv (same function at inference; irreversible, not for training)."""
+        if isinstance(self[1], nn.BatchNorm2d):
+            self[0] = fuse_conv_bn_eval(self[0].eval(), self[1].eval())
+            self[1] = nn.Identity()
 
 
 class ChannelReduction(nn.Sequential):
@@ -80,27 +96,66 @@ class MultiHeadAttention(nn.Module):
         Returns:
             output ``[B, Nq, D]`` and the probed probabilities ``[B, Nq, K]`` (None without a probe).
         """
+        with _probe_precision(x, probe):
+            if probe is not None:
+                x, memory = x.float(), None if memory is None else memory.float()
+            q, k, v = self._project(x, memory)
+            out, probed = self._attend(q, k, v, mask, probe)
+        return self.out_proj(out.transpose(1, 2).flatten(2)), probed
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, probe: Tensor | None) -> tuple:
+        """Fused SDPA of ``[..., h, Nq, d]`` queries on ``[..., h, Nk, d]`` keys/values; with a ``[Nk, K]`` probe
+        also ``mean_heads(P) @ probe`` ``[..., Nq, K]``. Returns (``[..., h, Nq, d]``, probed or None)."""
         dropout = self.dropout if self.training else 0.0
         if probe is None:
-            q, k, v = self._project(x, memory)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-            return self.out_proj(out.transpose(1, 2).flatten(2)), None
-        # SKG reads the probed probabilities (values near 1/Nk): projections and attention in float32 whatever the
-        # autocast, so that training under bf16 sees the signal fp32 inference sees (a no-op without autocast)
-        with torch.autocast(x.device.type, enabled=False):
-            q, k, v = self._project(x.float(), None if memory is None else memory.float())
-            head_dim, extra = q.shape[-1], -(-probe.shape[1] // 8) * 8  # pad to a multiple of 8 for fused kernels
-            columns = F.pad(probe.float(), (0, extra - probe.shape[1])).expand(*v.shape[:2], -1, -1)
-            out = F.scaled_dot_product_attention(
-                F.pad(q, (0, extra)),
-                F.pad(k, (0, extra)),
-                torch.cat([v, columns], dim=-1),
-                attn_mask=mask,
-                dropout_p=dropout,
-                scale=head_dim**-0.5,
-            )
-        probed = out[..., head_dim : head_dim + probe.shape[1]].mean(dim=1)
-        return self.out_proj(out[..., :head_dim].transpose(1, 2).flatten(2)), probed
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout), None
+        head_dim, extra = q.shape[-1], -(-probe.shape[1] // 8) * 8  # pad to a multiple of 8 for fused kernels
+        columns = F.pad(probe.to(v.dtype), (0, extra - probe.shape[1])).expand(*v.shape[:-2], -1, -1)
+        out = F.scaled_dot_product_attention(
+            F.pad(q, (0, extra)),
+            F.pad(k, (0, extra)),
+            torch.cat([v, columns], dim=-1),
+            attn_mask=mask,
+            dropout_p=dropout,
+            scale=head_dim**-0.5,
+        )
+        return out[..., :head_dim], out[..., head_dim : head_dim + probe.shape[1]].mean(dim=-3)
+
+    def banded(
+        self, x: Tensor, num_frames: int, window: int, band_mask: Tensor, probe: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Self-attention over ``T`` frames of ``n`` tokens where frame i sees only frames ``i-window .. i+window``.
+
+        The same function as :meth:`forward` with the block-banded boolean mask, but each frame's queries are
+        scored against its ``2*window + 1`` neighbouring frames only (``(2w+1)/T`` of the work): the keys and
+        values are padded with ``window`` frames on each side and cut into per-frame bands.
+
+        Args:
+            x: ``[B, T*n, D]``.
+            num_frames: T.
+            window: w.
+            band_mask: boolean ``[T, 1, (2w+1)*n]``, False on the padding frames past the clip's ends.
+            probe: ``[(2w+1)*n, K]`` columns over the band (band position ``j*n + m`` = token m of frame i-w+j).
+
+        Returns:
+            output ``[B, T*n, D]`` and the probed probabilities ``[B, T*n, K]`` (None without a probe).
+        """
+        b, length, d = x.shape
+        t, n, h, span = num_frames, length // num_frames, self.num_heads, 2 * window + 1
+
+        def bands(z: Tensor) -> Tensor:  # [B, T*n, D] -> [B*T, h, (2w+1)*n, D/h]
+            padded = F.pad(z.reshape(b, t, n * d), (0, 0, window, window))  # [B, T+2w, n*D]
+            windows = padded.unfold(1, span, 1)  # [B, T, n*D, 2w+1]
+            return windows.permute(0, 1, 3, 2).reshape(b * t, span * n, h, -1).transpose(1, 2)
+
+        with _probe_precision(x, probe):
+            if probe is not None:
+                x = x.float()
+            q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)  # [B, T*n, D] each
+            queries = q.reshape(b * t, n, h, -1).transpose(1, 2)  # [B*T, h, n, D/h]
+            out, probed = self._attend(queries, bands(k), bands(v), band_mask.repeat(b, 1, 1)[:, None], probe)
+        out = self.out_proj(out.transpose(1, 2).reshape(b, length, d))
+        return out, None if probed is None else probed.reshape(b, length, -1)
 
     def probabilities(self, x: Tensor, memory: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """The full head-averaged attention probabilities ``[B, Nq, Nk]`` in float32 (explicit, memory-hungry), also

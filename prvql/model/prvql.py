@@ -15,9 +15,9 @@ from prvql.model.backbone import build_backbone
 from prvql.model.cross_attention import CrossAttentionBlock
 from prvql.model.head import AnchorHead
 from prvql.model.knowledge import AppearanceKnowledgeGeneration, SpatialKnowledgeGeneration
-from prvql.model.layers import ChannelReduction
+from prvql.model.layers import ChannelReduction, ConvBNAct
 from prvql.model.refinement import QFR_MODES, QueryFeatureRefinement, VideoFeatureRefinement
-from prvql.model.stage import RefinementStage
+from prvql.model.stage import RefinementStage, StageOutput
 from prvql.model.temporal import MaskedSpatioTemporalAttention
 
 
@@ -67,9 +67,12 @@ class PRVQL(nn.Module):
         self.register_buffer("anchors", anchors, persistent=False)
         self.num_frames, self.grid_size = num_frames, grid_size
         self.akg, self.qfr, self.skg, self.vfr = akg, qfr, skg, vfr
+        self.fused = False
 
     def train(self, mode: bool = True) -> PRVQL:
         """Set train/eval mode; the frozen backbone always stays in eval mode."""
+        if mode and self.fused:
+            raise RuntimeError("a model fused for inference (fuse_for_inference) cannot be trained")
         super().train(mode)
         self.backbone.eval()
         return self
@@ -107,28 +110,93 @@ class PRVQL(nn.Module):
             ``"akg_keep"``: [B, K-1, n] bool, whether each knowledge slot passed tau after each stage but the last.
         """
         b, t, c, h, w = frame_feats.shape
-        if t != self.num_frames or (h, w) != (self.grid_size, self.grid_size):
-            raise ValueError(
-                f"frame features {tuple(frame_feats.shape)}: the model is built for {self.num_frames} frames "
-                f"(model.num_frames) of {self.grid_size}x{self.grid_size} features (model.input_size)"
-            )
+        self._check_grid(t, h, w, frame_feats.shape)
         feats = self.reduction(torch.cat([query_feats, frame_feats.flatten(0, 1)]))  # one BN call, as released
         query, video = feats.split([b, b * t])
-        video = initial = video.view(b, t, *video.shape[1:])
+        return self._refine(video.view(b, t, *video.shape[1:]), query, every_stage=True)
+
+    @torch.no_grad()
+    def embed(self, images: Tensor) -> Tensor:
+        """Inference only: backbone features reduced to the model width, ``[N, 3, S, S]`` -> ``[N, D, H, W]``.
+
+        In eval mode the reduction is per image, so a clip's frames are embedded once and shared by every
+        window and query (:meth:`forward_embedded`); equal to what :meth:`forward_features` computes inside.
+        """
+        return self.reduction(self.extract_features(images))
+
+    def forward_embedded(self, video: Tensor, query: Tensor) -> dict:
+        """Inference: the final stage's outputs from :meth:`embed` features, intermediate work kept to what is read.
+
+        Between stages AKG reads the boxes of its top-n frames only, so earlier stages decode just those; the
+        result equals :meth:`forward_features`'s final stage.
+
+        Args:
+            video: ``[B, T, D, H, W]`` embedded frames.
+            query: ``[B, D, H, W]`` embedded query crops.
+
+        Returns:
+            ``{"boxes": [B, T, A, 4] normalised xyxy, "logits": [B, T, A], "anchors": [A, 4]}`` of the last stage.
+        """
+        self._check_grid(*video.shape[1:2], *video.shape[3:], video.shape)
+        return self._refine(video, query, every_stage=False)
+
+    def _check_grid(self, t: int, h: int, w: int, shape: torch.Size) -> None:
+        if t != self.num_frames or (h, w) != (self.grid_size, self.grid_size):
+            raise ValueError(
+                f"frame features {tuple(shape)}: the model is built for {self.num_frames} frames "
+                f"(model.num_frames) of {self.grid_size}x{self.grid_size} features (model.input_size)"
+            )
+
+    def _refine(self, video: Tensor, query: Tensor, every_stage: bool) -> dict:
+        """The K stages with refinement between them on reduced features ``[B, T, D, H, W]`` and ``[B, D, H, W]``;
+        ``every_stage=False`` returns the last stage only and decodes earlier stages' boxes for AKG's frames only."""
+        initial = video
         stages, keeps = [], []
         for index, stage in enumerate(self.stages):
             last = index == len(self.stages) - 1
-            out = stage(video, query, self.anchors, return_attention=self.skg is not None and not last)
+            out = stage(
+                video,
+                query,
+                self.anchors,
+                return_attention=self.skg is not None and not last,
+                boxes=every_stage or last or self.akg is None,
+            )
             stages.append({"boxes": out.boxes, "logits": out.logits})
             if last:
                 break
             if self.akg is not None:
-                query = self.qfr(query, self.akg(out.logits, out.boxes, video))
+                boxes = out.boxes if out.boxes is not None else self._akg_boxes(stage, out)
+                query = self.qfr(query, self.akg(out.logits, boxes, video))
                 keeps.append(self.akg.last_keep)
             if self.skg is not None:
                 video = self.vfr(video, initial, self.skg(out.cross_attention, out.temporal_attention))
+        if not every_stage:
+            return {**stages[-1], "anchors": self.anchors}
         extra = {"akg_keep": torch.stack(keeps, dim=1)} if keeps else {}
         return {**stages[-1], "anchors": self.anchors, "stages": stages, **extra}
+
+    def _akg_boxes(self, stage: RefinementStage, out: StageOutput) -> Tensor:
+        """``[B, T, A, 4]`` boxes decoded only in the frames AKG reads (zeros elsewhere, never read)."""
+        b, t, a = out.logits.shape
+        frames = self.akg.frames_read(out.logits)  # [B, n]
+        rows = torch.arange(b, device=frames.device)[:, None].expand_as(frames)
+        chosen = stage.boxes(out.box_features[rows, frames].flatten(0, 1), self.anchors)  # [B*n, A, 4]
+        boxes = chosen.new_zeros(b, t, a, 4)
+        boxes[rows, frames] = chosen.view(*frames.shape, a, 4)
+        return boxes
+
+    def fuse_for_inference(self) -> PRVQL:
+        """Fold every eval-mode BatchNorm after a conv into that conv (same outputs, fewer passes over memory).
+
+        For inference only (``prvql predict``/``locate``/``demo`` call it after loading weights): it changes the
+        module tree, so a fused model can no longer be trained or have a checkpoint loaded or saved. Returns self.
+        """
+        self.eval()
+        for module in self.modules():
+            if isinstance(module, ConvBNAct):
+                module.fuse_batch_norm()
+        self.fused = True
+        return self
 
 
 MAX_SIZE = 65536  # no size of the network (channels, frames, pixels, heads) may exceed this

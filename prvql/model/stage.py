@@ -22,12 +22,15 @@ class StageOutput:
         logits: ``[B, T, A]``, float32.
         cross_attention: S' ``[B, T, H*W]``, attention of each clip position to the query's centre token.
         temporal_attention: T' ``[B, T, h, w]`` from the last masked self-attention layer.
+        box_features: ``[B, T, D, G, G]`` the head's regression features when boxes were deferred (``boxes`` is
+            then None; :meth:`RefinementStage.boxes` decodes the frames that are needed).
     """
 
-    boxes: Tensor
+    boxes: Tensor | None
     logits: Tensor
     cross_attention: Tensor | None = None
     temporal_attention: Tensor | None = None
+    box_features: Tensor | None = None
 
 
 class RefinementStage(nn.Module):
@@ -55,7 +58,9 @@ class RefinementStage(nn.Module):
         self.temporal = temporal
         self.head = head
 
-    def forward(self, video: Tensor, query: Tensor, anchors: Tensor, return_attention: bool = False) -> StageOutput:
+    def forward(
+        self, video: Tensor, query: Tensor, anchors: Tensor, return_attention: bool = False, boxes: bool = True
+    ) -> StageOutput:
         """Localise the query in every frame.
 
         Args:
@@ -63,6 +68,8 @@ class RefinementStage(nn.Module):
             query: Q_k ``[B, D, H, W]``.
             anchors: ``[A, 4]`` normalised xyxy.
             return_attention: also return S' and T' for SKG.
+            boxes: decode boxes for every frame; False returns the regression features instead (inference, when
+                only a few frames' boxes are read).
 
         Returns:
             :class:`StageOutput`.
@@ -77,7 +84,13 @@ class RefinementStage(nn.Module):
         tokens, cross = self.cab(tokens, memory, probe)
         x = self.downsample(tokens.view(b * t, h, w, d).permute(0, 3, 1, 2))
         x, temporal = self.temporal(x.view(b, t, *x.shape[1:]), return_attention)
-        offsets, logits = self.head(x.flatten(0, 1))
-        boxes = decode_boxes(offsets, anchors).view(b, t, -1, 4)
+        reg, cls = self.head.trunk(x.flatten(0, 1))
+        decoded = self.boxes(reg, anchors).view(b, t, -1, 4) if boxes else None  # before cls: dropout RNG order
+        logits = self.head.classify(cls).float().view(b, t, -1)
         cross = None if cross is None else cross[..., 0]
-        return StageOutput(boxes, logits.float().view(b, t, -1), cross, temporal)
+        deferred = None if boxes else reg.view(b, t, *reg.shape[1:])
+        return StageOutput(decoded, logits, cross, temporal, deferred)
+
+    def boxes(self, box_features: Tensor, anchors: Tensor) -> Tensor:
+        """Decoded boxes ``[N, A, 4]`` (normalised xyxy, float32) from regression features ``[N, D, G, G]``."""
+        return decode_boxes(self.head.regress(box_features), anchors)

@@ -9,6 +9,10 @@ to the centre token of frame i. It is read off the fused attention call through 
 most P consecutive frames those channels are distinct, so channel ``i mod P`` of a frame-i token is exactly its
 attention to frame i's centre. ``source="received"`` instead returns, for every token of frame i, the mean
 attention it receives from the tokens of frame i (explicit probabilities of the last layer).
+
+When ``2u+1 < T`` the attention is computed banded (:meth:`MultiHeadAttention.banded`): each frame's queries are
+scored against its own ``2u+1`` frames only instead of masking a ``[T*h*w, T*h*w]`` score matrix, the same
+function at ``(2u+1)/T`` of the cost; T'_k is then one probe column, the centre of the band's middle frame.
 """
 
 from __future__ import annotations
@@ -35,9 +39,16 @@ class TemporalEncoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.ffn = FeedForward(dim, ffn_dim, dropout)
 
-    def forward(self, x: Tensor, mask: Tensor, probe: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """``[B, N, D]`` -> ``[B, N, D]`` and the probed probabilities ``[B, N, K]`` (with a probe)."""
-        attended, probed = self.self_attn(x, mask=mask, probe=probe)
+    def forward(
+        self, x: Tensor, mask: Tensor, probe: Tensor | None = None, band: tuple[int, int, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """``[B, N, D]`` -> ``[B, N, D]`` and the probed probabilities ``[B, N, K]`` (with a probe).
+
+        ``band = (T, u, band_mask)`` computes the same masked attention banded (``probe`` then over the band)."""
+        if band is None:
+            attended, probed = self.self_attn(x, mask=mask, probe=probe)
+        else:
+            attended, probed = self.self_attn.banded(x, *band, probe=probe)
         return self.ffn(self.norm(x + self.dropout(attended))), probed
 
 
@@ -87,6 +98,14 @@ class MaskedSpatioTemporalAttention(nn.Module):
         probe[frames * tokens + centre, frames % channels] = 1.0
         self.register_buffer("probe", probe, persistent=False)
         self.register_buffer("probe_channel", (frames % channels).repeat_interleave(tokens), persistent=False)
+        self.window = window
+        self.banded = 2 * window + 1 < num_frames  # set False to use the full masked attention (benchmarks)
+        span = torch.arange(-window, window + 1).repeat_interleave(tokens)  # frame offset of each band position
+        valid = (frames[:, None] + span[None, :] >= 0) & (frames[:, None] + span[None, :] < num_frames)
+        self.register_buffer("band_mask", valid[:, None], persistent=False)  # [T, 1, (2u+1)*h*w]
+        band_probe = torch.zeros(len(span), 1)
+        band_probe[window * tokens + centre] = 1.0  # the centre token of the band's middle frame (the frame itself)
+        self.register_buffer("band_probe", band_probe, persistent=False)
 
     def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
         """Contextualise a clip's tokens across space and nearby frames.
@@ -101,14 +120,19 @@ class MaskedSpatioTemporalAttention(nn.Module):
         b, t, d, h, w = x.shape
         tokens = x.permute(0, 1, 3, 4, 2).reshape(b, t * h * w, d) + self.pos_embed
         attention = None
+        band = (t, self.window, self.band_mask) if self.banded else None
         for index, layer in enumerate(self.layers):
             last = index == len(self.layers) - 1
             if return_attention and last and self.source == "received":
                 probs = layer.self_attn.probabilities(tokens, mask=self.mask).view(b, t, h * w, t, h * w)
                 attention = torch.diagonal(probs, dim1=1, dim2=3).mean(dim=1).transpose(1, 2)  # [B, T, hw]
-            probe = self.probe if return_attention and last and self.source == "center" else None
-            tokens, probed = layer(tokens, self.mask, probe)
-            if probed is not None:
+            probe = None
+            if return_attention and last and self.source == "center":
+                probe = self.band_probe if self.banded else self.probe
+            tokens, probed = layer(tokens, self.mask, probe, band)
+            if probed is not None and self.banded:
+                attention = probed.view(b, t, h * w)
+            elif probed is not None:
                 channel = self.probe_channel.view(1, -1, 1).expand(b, -1, 1)
                 attention = probed.gather(2, channel).view(b, t, h * w)
         out = tokens.view(b, t, h, w, d).permute(0, 1, 4, 2, 3)
