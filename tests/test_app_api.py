@@ -17,10 +17,11 @@ pytest.importorskip("httpx", reason="starlette's TestClient needs httpx")
 from starlette.testclient import TestClient  # noqa: E402
 
 from prvql.app.jobs import CANCELLED, DONE, QUEUED, RUNNING, Job, JobQueue  # noqa: E402
-from prvql.app.pipeline import LoadedModel, Query  # noqa: E402
+from prvql.app.pipeline import LoadedModel  # noqa: E402
 from prvql.app.server import create_app  # noqa: E402
 from prvql.cli import main  # noqa: E402
 from prvql.data.video import VideoReader, write_video  # noqa: E402
+from prvql.engine.locate_video import Query  # noqa: E402
 
 HEIGHT, WIDTH, FPS = 64, 96, 10.0
 BOX = [50, 20, 70, 40]  # xyxy on frame 15: the bright square there
@@ -43,10 +44,14 @@ def video(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def loaded(tiny_cfg, tiny_model) -> LoadedModel:
+def loaded(tiny_weights) -> LoadedModel:
+    """The tiny model as ``prvql app`` loads it (the same loader as ``prvql locate``)."""
     import torch
 
-    return LoadedModel(tiny_cfg, tiny_model, torch.device("cpu"))
+    from prvql.engine.trained_model import load_inference_model
+
+    cfg, model = load_inference_model(None, tiny_weights)
+    return LoadedModel(cfg, model, torch.device("cpu"))
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ def test_locate_with_a_box_on_a_frame(video: Path, tiny_weights: Path, tmp_path:
     out = tmp_path / "out"
     assert locate(video, tiny_weights, out, "--query-frame", "15", "--query-box", "50,20,20,20") == 0
     report = check_outputs(out, searched=8, video_frames=8 + 1)  # source frames 0, 2, .., 14; then the query frame
-    assert report["query"] == {"frame": 15, "time": 1.5, "box": [50.0, 20.0, 70.0, 40.0]}
+    assert report["query"] == {"frame": 15, "time": 1.5, "box": [50.0, 20.0, 70.0, 40.0], "search": "before"}
 
 
 def test_locate_with_an_image_searches_the_whole_video(video: Path, tiny_weights: Path, tmp_path: Path) -> None:
@@ -77,9 +77,9 @@ def test_locate_with_an_image_searches_the_whole_video(video: Path, tiny_weights
         (["--query-frame", "15", "--query-box", "50,20,0,20"], "--query-box: width and height must be > 0"),
         (["--query-frame", "15", "--query-box", "50,20,20"], "--query-box: expected x,y,w,h"),
         (["--query-frame", "15", "--query-box", "a,b,c,d"], "--query-box: expected x,y,w,h"),
-        (["--query-frame", "15", "--query-box", "500,200,20,20"], "--query-box: 500,200,20,20 lies outside"),
+        (["--query-frame", "15", "--query-box", "500,200,20,20"], "--query-box: [500.0, 200.0, 520.0, 220.0] lies outside"),
         (["--query-frame", "15"], "--query-frame and --query-box go together"),
-        (["--query-frame", "99", "--query-box", "1,1,5,5"], "--query-frame: must be in [0, 20)"),
+        (["--query-frame", "99", "--query-box", "1,1,5,5"], "--query-frame: must be a frame index in [0, 20)"),
         (["--query-frame", "0", "--query-box", "1,1,5,5"], "--query-frame: no frame"),
         (["--query", "nowhere.png"], "nowhere.png: query image not found"),
     ],

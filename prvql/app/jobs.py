@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prvql.app.pipeline import Query
+from prvql.engine.locate_video import Query
 from prvql.errors import PRVQLError
 
 logger = logging.getLogger(__name__)

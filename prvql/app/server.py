@@ -32,8 +32,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from prvql.app.jobs import DONE, Job, JobQueue
-from prvql.app.pipeline import OUTPUT_FILES, LoadedModel, locate_video, make_query
+from prvql.app.pipeline import OUTPUT_FILES, LoadedModel
 from prvql.app.store import Store, Upload
+from prvql.engine.locate_video import locate_video, make_query
 from prvql.errors import PRVQLError
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,16 @@ def create_app(
         upload = store.upload_of(job)
         if upload is None:
             raise PRVQLError("the video was removed before the job ran; upload it again")
-        locate_video(loaded, upload.video, job.query, job.folder, name=upload.name, progress=job.report)
+        locate_video(
+            loaded.cfg,
+            loaded.model,
+            loaded.device,
+            upload.video,
+            job.query,
+            job.folder,
+            name=upload.name,
+            progress=job.report,
+        )
 
     def discard_outputs(job: Job) -> None:
         for name in OUTPUT_FILES:

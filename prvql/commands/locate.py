@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from prvql.commands.options import add_device_option, add_model_options, add_override_option
-from prvql.errors import ConfigError, PRVQLError
+from prvql.errors import PRVQLError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,15 +56,13 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return x1, y1, x2, y2
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+CLI_FIELDS = {"frame": "--query-frame", "search": "search", "box": "--query-box"}
 
-    from prvql.boxes import clip_boxes
+
+def run(args: argparse.Namespace) -> int:
     from prvql.data.images import read_image
-    from prvql.data.video import VideoReader, resample_indices
-    from prvql.engine.inference import build_predictor
-    from prvql.engine.locate import locate, write_locate_outputs
-    from prvql.engine.postprocess import build_postprocessor
+    from prvql.data.video import VideoReader
+    from prvql.engine.locate_video import Query, locate_video
     from prvql.engine.trained_model import load_inference_model, resolve_device
     from prvql.paths import check_output_dir
 
@@ -72,64 +70,33 @@ def run(args: argparse.Namespace) -> int:
         raise PRVQLError("--query-frame and --query-box go together (or give --query IMAGE instead)")
     box = parse_box(args.query_box) if args.query_box is not None else None
     check_output_dir(args.output, "--output")
-    query_image = read_image(args.query, "query image") if args.query is not None else None
-    with VideoReader(args.video) as reader:
-        if reader.fps <= 0:
-            raise PRVQLError(f"{args.video}: the video does not state a frame rate")
-        crop_frame, crop_box = query_image, None
-        if args.query_frame is not None:
-            if not 0 <= args.query_frame < reader.num_frames:
-                raise PRVQLError(
-                    f"--query-frame: must be in [0, {reader.num_frames}) for {args.video} (got {args.query_frame})"
-                )
-            clipped = clip_boxes(torch.tensor(box), reader.height, reader.width)
-            if not (clipped[2] > clipped[0] and clipped[3] > clipped[1]):
-                raise PRVQLError(f"--query-box: {args.query_box} lies outside the {reader.width}x{reader.height} frame")
-            crop_box = tuple(float(v) for v in clipped)
-            crop_frame = reader.read([args.query_frame])[0]
-        device = resolve_device(args.device)
-        cfg, model = load_inference_model(args.config, args.weights, args.overrides)
-        fps = cfg.inference.fps
-        if fps <= 0:
-            raise ConfigError(f"inference.fps: must be > 0 (got {fps})")
-        sources = resample_indices(reader.num_frames, reader.fps, fps)  # model frame k -> source frame sources[k]
-
-        if args.query is not None:
-            searched = len(sources)
-            query_info = {"image": str(args.query)}
-        else:
-            searched = sum(1 for s in sources if s < args.query_frame)
-            if searched == 0:
-                raise PRVQLError(
-                    f"--query-frame: no frame at {fps:g} fps comes before frame {args.query_frame} to search"
-                )
-            query_info = {"frame": args.query_frame, "time": args.query_frame / reader.fps, "box": list(crop_box)}
-
-        result = locate(
-            build_predictor(cfg, model, device),
-            build_postprocessor(cfg.inference),
-            (frame for _, frame in reader.iter_resampled(fps)),
-            crop_frame,
-            crop_box,
-            num_frames=searched,
-        )
-        written = write_locate_outputs(
-            result,
-            None if args.no_video else (frame for _, frame in reader.iter_resampled(fps)),
-            args.output,
-            fps,
-            source_frames=sources,
-            source_fps=reader.fps,
-            info={"video": str(args.video), "query": query_info},
-            show_query_frame=args.query_frame is not None,
-            title=args.video.name,
-        )
-    if len(result.track):
-        first, last = result.track.extent
+    with VideoReader(args.video):  # a missing or unreadable video fails before the model loads
+        pass
+    if args.query is not None:
+        read_image(args.query, "query image")  # so does a bad image
+        query = Query(frame=0, search="anywhere", crop=args.query)
+    else:
+        query = Query(frame=args.query_frame, search="before", box=box)
+    device = resolve_device(args.device)
+    cfg, model = load_inference_model(args.config, args.weights, args.overrides)
+    found = locate_video(
+        cfg,
+        model,
+        device,
+        args.video,
+        query,
+        args.output,
+        name=str(args.video),
+        render_video=not args.no_video,
+        fields=CLI_FIELDS,
+    )
+    if len(found.result.track):
+        first, last = found.result.track.extent
+        sources, fps = found.info.sources, found.info.fps
         print(
             f"track: frames {first}-{last} (source {sources[first]}-{sources[last]}, "
-            f"{sources[first] / reader.fps:.2f}-{sources[last] / reader.fps:.2f} s), "
-            f"peak score {result.window.peak_score:.3f}"
+            f"{sources[first] / fps:.2f}-{sources[last] / fps:.2f} s), "
+            f"peak score {found.result.window.peak_score:.3f}"
         )
-    print("wrote " + ", ".join(str(p) for p in written))
+    print("wrote " + ", ".join(str(p) for p in found.written))
     return 0

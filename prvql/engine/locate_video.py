@@ -1,0 +1,227 @@
+"""One query in a video file: check it against the video, search, write the outputs.
+
+What ``prvql locate`` and the web app (``prvql app``) both run: the video is sampled at the model's rate
+(``inference.fps``) with :meth:`VideoReader.iter_resampled`, searched with :func:`prvql.engine.locate.locate` and
+written with :func:`prvql.engine.locate.write_locate_outputs` (``track.json``, ``scores.png``, ``track.mp4``).
+The query is a box on a frame of the video or a crop image, searched in the frames before a chosen frame (the VQ2D
+question) or in the whole video.
+
+Boxes are xyxy pixels of the video's frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from prvql.boxes import clip_boxes
+from prvql.config import Config
+from prvql.data.images import read_image
+from prvql.data.video import VideoReader, resample_indices
+from prvql.engine.inference import build_predictor
+from prvql.engine.locate import LocateResult, locate, write_locate_outputs
+from prvql.engine.postprocess import build_postprocessor
+from prvql.errors import ConfigError, PRVQLError, VideoError
+
+SEARCH_MODES = ("before", "anywhere")  # "last seen before this frame" (the VQ2D question), or the whole video
+
+Progress = Callable[[str, int, int], None]  # (phase "search" | "render", done, total); may raise to cancel
+
+FIELD_NAMES = {"frame": "frame", "search": "search", "box": "box"}  # how errors name a query's fields
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the page needs to know of an uploaded video.
+
+    Attributes:
+        num_frames: source frames.
+        fps: source frame rate.
+        width, height: frame size in pixels.
+        sources: searched frame k (at the model's rate) -> source frame index.
+    """
+
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    sources: tuple[int, ...]
+
+    @classmethod
+    def of(cls, reader: VideoReader, model_fps: float) -> VideoInfo:
+        """The info of an open video; one without a frame rate or with a single frame raises :class:`VideoError`."""
+        if reader.fps <= 0:
+            raise VideoError(f"{reader.path.name}: the video does not state a frame rate")
+        if reader.num_frames < 2:
+            raise VideoError(f"{reader.path.name}: a single picture, not a video (give it as the crop image instead)")
+        sources = tuple(resample_indices(reader.num_frames, reader.fps, model_fps))
+        return cls(reader.num_frames, reader.fps, reader.width, reader.height, sources)
+
+    def to_dict(self) -> dict:
+        return {
+            "num_frames": self.num_frames,
+            "fps": self.fps,
+            "width": self.width,
+            "height": self.height,
+            "duration": self.num_frames / self.fps,
+            "searched_frames": len(self.sources),
+        }
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to look for and where.
+
+    Attributes:
+        frame: source frame index: the frame the box is drawn on, and the question's time for ``search="before"``.
+        search: ``"before"`` (frames before ``frame``) or ``"anywhere"`` (the whole video).
+        box: (x1, y1, x2, y2) on ``frame`` in pixels, clipped to it; ``None`` when ``crop`` is the query.
+        crop: an image file whose whole picture is the object.
+    """
+
+    frame: int
+    search: str
+    box: tuple[float, float, float, float] | None = None
+    crop: Path | None = None
+
+
+def make_query(
+    info: VideoInfo,
+    frame: object,
+    search: object,
+    box: object,
+    crop: Path | None,
+    fields: Mapping[str, str] = FIELD_NAMES,
+) -> tuple[Query, int]:
+    """Check a request's fields against the video; returns the query and the number of frames it searches.
+
+    Args:
+        info: the video.
+        frame, search, box, crop: as in :class:`Query`, unchecked (e.g. straight from JSON).
+        fields: how error messages name ``frame``, ``search`` and ``box`` (e.g. ``--query-frame`` on the command
+            line).
+
+    Raises:
+        PRVQLError: one line naming the field, e.g. a zero-size box or a box outside the frame.
+    """
+    if isinstance(frame, bool) or not isinstance(frame, int) or not 0 <= frame < info.num_frames:
+        raise PRVQLError(f"{fields['frame']}: must be a frame index in [0, {info.num_frames}) (got {frame!r})")
+    if search not in SEARCH_MODES:
+        raise PRVQLError(f"{fields['search']}: must be one of {', '.join(SEARCH_MODES)} (got {search!r})")
+    clipped = None
+    if crop is None:
+        if box is None:
+            raise PRVQLError(f"{fields['box']}: draw a box around the object (or give a crop image)")
+        if (
+            not isinstance(box, list | tuple)
+            or len(box) != 4
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in box)
+            or not np.all(np.isfinite(box))
+        ):
+            raise PRVQLError(f"{fields['box']}: expected four finite numbers x1, y1, x2, y2 in pixels (got {box!r})")
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if x2 <= x1 or y2 <= y1:
+            raise PRVQLError(f"{fields['box']}: must have x2 > x1 and y2 > y1 (got {list(box)})")
+        t = clip_boxes(torch.tensor([x1, y1, x2, y2], dtype=torch.float64), info.height, info.width)
+        if not (t[2] > t[0] and t[3] > t[1]):
+            raise PRVQLError(f"{fields['box']}: {list(box)} lies outside the {info.width}x{info.height} frame")
+        clipped = tuple(float(v) for v in t)
+    if search == "before":
+        searched = sum(1 for s in info.sources if s < frame)
+        if searched == 0:
+            raise PRVQLError(
+                f"{fields['frame']}: no frame comes before frame {frame} at the model's rate; pick a later frame"
+            )
+    else:
+        searched = len(info.sources)
+    return Query(frame=frame, search=search, box=clipped, crop=crop), searched
+
+
+def _counted(frames: Iterable[np.ndarray], total: int, progress: Progress | None) -> Iterator[np.ndarray]:
+    for done, frame in enumerate(frames, 1):
+        if progress is not None:
+            progress("render", min(done, total), total)
+        yield frame
+
+
+@dataclass(frozen=True)
+class LocatedVideo:
+    """What :func:`locate_video` found and wrote.
+
+    Attributes:
+        result: the search's result (track and per-frame curve; frames at the model's rate).
+        info: the video.
+        written: the files written.
+    """
+
+    result: LocateResult
+    info: VideoInfo
+    written: list[Path]
+
+
+def locate_video(
+    cfg: Config,
+    model: nn.Module,
+    device: torch.device,
+    video: Path,
+    query: Query,
+    out_dir: Path,
+    *,
+    name: str,
+    render_video: bool = True,
+    progress: Progress | None = None,
+    fields: Mapping[str, str] = FIELD_NAMES,
+) -> LocatedVideo:
+    """Search ``video`` for ``query``; write ``track.json``, ``scores.png`` and (``render_video``) ``track.mp4``
+    into ``out_dir``, all or none of them.
+
+    Args:
+        cfg, model, device: the trained model (``prvql.engine.trained_model.load_inference_model``).
+        video: the video file.
+        query: what to look for (checked here with :func:`make_query`, errors naming ``fields``).
+        out_dir: the output folder.
+        name: the video as the user knows it (``track.json``'s ``video`` field; its file name titles the plot).
+        render_video: write ``track.mp4``.
+        progress: called with ("search", frames taken by the search, frames to search), then ("render", frames
+            drawn, frames to draw); an exception it raises stops the work before any output is published.
+    """
+    fps = float(cfg.inference.fps)
+    if fps <= 0:
+        raise ConfigError(f"inference.fps: must be > 0 (got {cfg.inference.fps})")
+    with VideoReader(video) as reader:
+        info = VideoInfo.of(reader, fps)
+        query, searched = make_query(info, query.frame, query.search, query.box, query.crop, fields)
+        if query.crop is not None:
+            crop_frame, crop_box = read_image(query.crop, "query image"), None
+            query_info: dict = {"image": query.crop.name}
+        else:
+            crop_frame, crop_box = reader.read([query.frame])[0], query.box
+            query_info = {"frame": query.frame, "time": query.frame / reader.fps, "box": list(query.box)}
+        query_info["search"] = query.search
+        result = locate(
+            build_predictor(cfg, model, device),
+            build_postprocessor(cfg.inference),
+            (frame for _, frame in reader.iter_resampled(fps)),
+            crop_frame,
+            crop_box,
+            num_frames=searched,
+            progress=None if progress is None else lambda done, total: progress("search", done, total),
+        )
+        frames = _counted((frame for _, frame in reader.iter_resampled(fps)), len(result), progress)
+        written = write_locate_outputs(
+            result,
+            frames if render_video else None,
+            out_dir,
+            fps,
+            source_frames=info.sources,
+            source_fps=reader.fps,
+            info={"video": name, "query": query_info},
+            show_query_frame=query.crop is None,
+            title=Path(name).name,
+        )
+    return LocatedVideo(result, info, written)
