@@ -436,6 +436,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             cfg = _merge(cfg, data)
         except ConfigError as exc:
             raise ConfigError(f"{resolved}: {exc}") from exc
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """``cfg`` with the dotted ``key=value`` overrides applied in order; unknown keys raise ConfigError."""
     for text in overrides:
         cfg = _merge(cfg, parse_override(text))
     return cfg

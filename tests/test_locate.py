@@ -77,7 +77,10 @@ def test_locate_with_an_image_searches_the_whole_video(video: Path, tiny_weights
         (["--query-frame", "15", "--query-box", "50,20,0,20"], "--query-box: width and height must be > 0"),
         (["--query-frame", "15", "--query-box", "50,20,20"], "--query-box: expected x,y,w,h"),
         (["--query-frame", "15", "--query-box", "a,b,c,d"], "--query-box: expected x,y,w,h"),
-        (["--query-frame", "15", "--query-box", "500,200,20,20"], "--query-box: [500.0, 200.0, 520.0, 220.0] lies outside"),
+        (
+            ["--query-frame", "15", "--query-box", "500,200,20,20"],
+            "--query-box: [500.0, 200.0, 520.0, 220.0] lies outside",
+        ),
         (["--query-frame", "15"], "--query-frame and --query-box go together"),
         (["--query-frame", "99", "--query-box", "1,1,5,5"], "--query-frame: must be a frame index in [0, 20)"),
         (["--query-frame", "0", "--query-box", "1,1,5,5"], "--query-frame: no frame"),

@@ -57,7 +57,7 @@ def load_inference_model(
         CheckpointError: a missing or unfitting weights file.
     """
     from prvql.checkpoint import load_weights, load_weights_config, weights_include_backbone
-    from prvql.config import config_from_dict, config_to_dict, parse_override
+    from prvql.config import apply_overrides
     from prvql.model import build_prvql
     from prvql.model.released_weights import load_released
 
@@ -72,10 +72,7 @@ def load_inference_model(
     if config is not None:
         cfg = load_config(config, list(overrides))
     else:
-        data = config_to_dict(load_weights_config(weights))
-        for text in overrides:
-            _deep_update(data, parse_override(text))
-        cfg = config_from_dict(data)
+        cfg = apply_overrides(load_weights_config(weights), list(overrides))
     if weights_include_backbone(weights):
         cfg.model.backbone.weights = None  # the file holds the backbone
     elif cfg.model.backbone.weights is None:
@@ -126,14 +123,6 @@ def _differences(a: dict, b: dict, prefix: str) -> list[tuple[str, object, objec
         elif a.get(key) != b.get(key):
             found.append((here, a.get(key), b.get(key)))
     return found
-
-
-def _deep_update(target: dict, update: dict) -> None:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _deep_update(target[key], value)
-        else:
-            target[key] = value
 
 
 def resolve_device(name: str | None) -> torch.device:

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from prvql.checkpoint import torch_load_untrusted
-from prvql.config import Config, config_from_dict, config_to_dict, load_config, parse_override
+from prvql.config import Config, apply_overrides, config_from_dict, config_to_dict, load_config
 from prvql.errors import CheckpointError, ConfigError
 from prvql.model.dinov2_weights import to_timm_layout
 
@@ -178,12 +178,11 @@ def released_config(
     if det.model == "prvql":
         model["akg"]["top_n"] = _shape(state, "topk_conv.conv.weight", source)[1] // dim
         model["qfr"]["ffn_dim"] = _shape(state, "ca.hidden_intermediate.dense.weight", source)[0]
-    for text in overrides:
-        _deep_update(data, parse_override(text))
     try:
         cfg = config_from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
+    cfg = apply_overrides(cfg, overrides)
     coarse = cfg.model.input_size // stride
     for _ in range(cfg.model.temporal.downsample_steps):
         coarse = (coarse + 1) // 2
@@ -195,14 +194,6 @@ def released_config(
     if not any(o.startswith("model.num_frames=") for o in overrides):
         cfg.model.num_frames = tokens // (coarse * coarse)
     return cfg
-
-
-def _deep_update(target: dict, update: dict) -> None:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _deep_update(target[key], value)
-        else:
-            target[key] = value
 
 
 def _conv_bn(ours: str, conv: str, bn: str | None = None) -> dict[str, str]:
