@@ -158,6 +158,37 @@ def _clip_json(plan: _ClipPlan, opts: SynthOptions, vsf: int) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class _VideoJob:
+    out_dir: Path
+    split: str
+    clip_seeds: list[np.random.SeedSequence]
+    video_seed: np.random.SeedSequence
+    opts: SynthOptions
+    pool: str | None
+
+
+def _render_video(job: _VideoJob) -> dict:
+    """Render one canonical video holding one clip per seed, write it, return its annotation entry."""
+    opts, out_dir = job.opts, job.out_dir
+    step = _step(opts)
+    duration = (opts.num_frames - 1) * step + 1
+    plans = []
+    for seed in job.clip_seeds:
+        rng = np.random.default_rng(seed)
+        plans.append(_ClipPlan(_uid(rng), make_scene(rng, opts, job.pool, duration), rng))
+    video_uid = _uid(np.random.default_rng(job.video_seed))
+    clip_span = duration - 1 + 2 * opts.lead_frames + 1
+
+    def frames() -> Iterator[np.ndarray]:
+        for plan in plans:
+            yield from _clip_frames(plan, opts)
+
+    write_video(out_dir / "videos" / f"{video_uid}.mp4", frames(), opts.video_fps)
+    clips = [_clip_json(p, opts, k * clip_span + opts.lead_frames) for k, p in enumerate(plans)]
+    return {"video_uid": video_uid, "split": job.split, "clips": clips}
+
+
 def write_synthetic_dataset(
     out_dir: str | Path,
     num_clips: int,
@@ -170,43 +201,41 @@ def write_synthetic_dataset(
 ) -> ExtractReport:
     """Write ``out_dir/{videos,clips}/`` and ``out_dir/vq_{train,val}.json`` (deterministic by ``seed``).
 
-    Canonical 30 fps videos hold ``clips_per_video`` clips each (with lead-in/out frames around every clip);
-    the 5 fps clips are then cut from them by :func:`prvql.data.extract.extract_clips`.
+    Canonical 30 fps videos hold ``clips_per_video`` clips each (with lead-in/out frames around every clip),
+    rendered by ``workers`` processes; the 5 fps clips are then cut from them by
+    :func:`prvql.data.extract.extract_clips`.
 
     Returns:
         The extraction report (every clip should be in ``written``).
     """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
     opts = opts or SynthOptions()
     out_dir = Path(out_dir)
     num_val = 0 if num_clips < 2 else min(num_clips - 1, max(1, round(num_clips * val_fraction)))
     seeds = np.random.SeedSequence(seed).spawn(num_clips)
-    step = _step(opts)
-    duration = (opts.num_frames - 1) * step + 1
+    _step(opts)
     splits = {"train": list(range(num_clips - num_val)), "val": list(range(num_clips - num_val, num_clips))}
+    jobs = []
     for split, indices in splits.items():
         pool = ({"train": "train", "val": "heldout"}[split]) if opts.split_imagery else None
-        videos = []
         for v in range(0, len(indices), clips_per_video):
-            plans = []
-            for i in indices[v : v + clips_per_video]:
-                rng = np.random.default_rng(seeds[i])
-                plans.append(_ClipPlan(_uid(rng), make_scene(rng, opts, pool, duration), rng))
-            video_rng = np.random.default_rng(seeds[indices[v]].spawn(1)[0])
-            video_uid = _uid(video_rng)
-            clip_span = duration - 1 + 2 * opts.lead_frames + 1
-
-            def frames(plans: list[_ClipPlan] = plans) -> Iterator[np.ndarray]:
-                for plan in plans:
-                    yield from _clip_frames(plan, opts)
-
-            write_video(out_dir / "videos" / f"{video_uid}.mp4", frames(), opts.video_fps)
-            clips = [_clip_json(p, opts, k * clip_span + opts.lead_frames) for k, p in enumerate(plans)]
-            videos.append({"video_uid": video_uid, "split": split, "clips": clips})
+            chunk = indices[v : v + clips_per_video]
+            jobs.append(_VideoJob(out_dir, split, [seeds[i] for i in chunk], seeds[chunk[0]].spawn(1)[0], opts, pool))
+    bar = {"total": len(jobs), "desc": "render videos", "unit": "video", "disable": not progress}
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as executor:
+            videos = list(tqdm(executor.map(_render_video, jobs), **bar))
+    else:
+        videos = list(tqdm(map(_render_video, jobs), **bar))
+    for split in splits:
         document = {
             "version": ANNOTATION_VERSION,
             "date": "synthetic",
             "description": f"prvql synthetic VQ2D episodes (seed {seed}, split {split})",
-            "videos": videos,
+            "videos": [video for video in videos if video["split"] == split],
         }
         atomic_write_text(out_dir / f"vq_{split}.json", json.dumps(document, indent=1))
     sets = [load_annotations(out_dir / f"vq_{split}.json") for split in splits]
