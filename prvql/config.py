@@ -186,6 +186,7 @@ class TrainConfig:
     val_queries: int = 100
     log_every: int = 20
     whole_model_eval: bool = False  # True reproduces the released code's model.eval() during training
+    init_weights: str | None = None  # a weights file (same model config) to start a NEW run from (fine-tuning)
 
 
 @dataclass

@@ -25,7 +25,7 @@ import numpy as np
 from prvql.atomic import atomic_write_text
 from prvql.data.annotations import load_annotations
 from prvql.data.extract import ExtractReport, clip_jobs, extract_clips
-from prvql.data.synth_scene import Scene, SynthOptions, make_scene, render
+from prvql.data.synth_scene import Scene, SynthOptions, make_scene, render, scene_time
 from prvql.data.video import write_video
 
 __all__ = [
@@ -129,7 +129,7 @@ def _clip_frames(plan: _ClipPlan, opts: SynthOptions) -> Iterator[np.ndarray]:
     last = (opts.num_frames - 1) * step
     for s in range(-opts.lead_frames, last + opts.lead_frames + 1):
         keep = s >= 0 and s % step == 0 and s <= last
-        frame, boxes = render(plan.scene, float(s), keep, opts)
+        frame, boxes = render(plan.scene, scene_time(opts, s), keep, opts)
         if keep:
             plan.boxes.append(boxes)
         yield frame
@@ -176,10 +176,11 @@ def _render_video(job: _VideoJob) -> dict:
     opts, out_dir = job.opts, job.out_dir
     step = _step(opts)
     duration = (opts.num_frames - 1) * step + 1
+    scene_duration = scene_time(opts, duration)
     plans = []
     for seed in job.clip_seeds:
         rng = np.random.default_rng(seed)
-        plans.append(_ClipPlan(_uid(rng), make_scene(rng, opts, job.pool, duration), rng))
+        plans.append(_ClipPlan(_uid(rng), make_scene(rng, opts, job.pool, scene_duration), rng))
     video_uid = _uid(np.random.default_rng(job.video_seed))
     clip_span = duration - 1 + 2 * opts.lead_frames + 1
 
@@ -277,11 +278,11 @@ def make_episode(seed: int, opts: SynthOptions | None = None, pool: str | None =
     """
     opts = opts or SynthOptions()
     step = _step(opts)
-    duration = (opts.num_frames - 1) * step + 1
+    duration = scene_time(opts, (opts.num_frames - 1) * step + 1)
     for attempt in range(EPISODE_SCENES):
         rng = np.random.default_rng([seed, attempt])
         scene = make_scene(rng, opts, pool, duration)
-        rendered = [render(scene, float(j * step), True, opts) for j in range(opts.num_frames)]
+        rendered = [render(scene, scene_time(opts, j * step), True, opts) for j in range(opts.num_frames)]
         for k, i in enumerate(scene.targets):
             boxes = [b[k] for _, b in rendered]  # xyxy per frame, None where not visible
             qs = make_query_set(rng, boxes, scene.things[i].title, opts, 0)

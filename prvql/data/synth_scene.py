@@ -28,6 +28,13 @@ from prvql.data.synth_imagery import (
     video_names,
 )
 
+SCENE_FPS = 30.0  # scene time is counted in 1/30 s, whatever frame rate the canonical video is rendered at
+
+
+def scene_time(opts: SynthOptions, canonical_frame: float) -> float:
+    """Scene time (1/30 s units) of a canonical video frame."""
+    return canonical_frame * SCENE_FPS / opts.video_fps
+
 
 @dataclass(frozen=True)
 class SynthOptions:
@@ -40,7 +47,7 @@ class SynthOptions:
     query_sets_per_annotation: int = 3
     distractors: int = 3  # recoloured target copies and other objects
     clip_fps: float = 5.0
-    video_fps: float = 30.0
+    video_fps: float = 30.0  # canonical videos (a lower rate renders faster; the scene's motion is the same)
     lead_frames: int = 12  # canonical frames before and after each clip in its video
     split_imagery: bool = False  # True: train never uses the held-out pictures, val uses only them
     min_visible: float = 0.35  # fraction of the object's projected area that must show to count as visible
@@ -193,11 +200,12 @@ def _projected_area(h: np.ndarray, image: Image.Image) -> float:
 
 
 def render(scene: Scene, s: float, with_boxes: bool, opts: SynthOptions) -> tuple[np.ndarray, list]:
-    """One frame at scene time ``s``: uint8 [H, W, 3] and, if asked, per target ``(x1, y1, x2, y2)`` or None."""
+    """One frame at scene time ``s`` (1/30 s units, :func:`scene_time`): uint8 [H, W, 3] and, if asked, per target
+    ``(x1, y1, x2, y2)`` or None."""
     cam = scene.camera(s)
     source, to_world = scene.background, np.eye(3)
     if scene.video is not None:
-        source, to_world = scene.video_frame(s, opts.video_fps)
+        source, to_world = scene.video_frame(s, SCENE_FPS)
     frame = source.transform(
         (scene.width, scene.height),
         Image.Transform.AFFINE,
@@ -254,7 +262,7 @@ def _pick_distractors(
 
 
 def make_scene(rng: np.random.Generator, opts: SynthOptions, pool: str | None, duration: float) -> Scene:
-    """Random world, objects, camera holds, hands and effects for ``duration`` canonical frames of scene time."""
+    """Random world, objects, camera holds, hands and effects for ``duration`` of scene time (1/30 s units)."""
     w, h = opts.frame_width, opts.frame_height
     world_w, world_h = round(w * 2.6), round(h * 2.2)
     specs = list(object_specs(pool))
@@ -337,12 +345,13 @@ def make_scene(rng: np.random.Generator, opts: SynthOptions, pool: str | None, d
     # and offset (with `truncation`, far enough off-centre that the border can cut it).
     lengths = []
     while sum(lengths) < duration or len(lengths) < 2 * len(targets) + 2:
-        lengths.append(float(rng.uniform(*opts.hold_seconds)) * opts.video_fps)
+        lengths.append(float(rng.uniform(*opts.hold_seconds)) * SCENE_FPS)
     lengths = [v * duration / sum(lengths) for v in lengths]
     visits = [i for i in range(len(targets)) for _ in range(2)]
     visits += [-1] * (len(lengths) - len(visits))
     visits = [visits[i] for i in rng.permutation(len(visits))]
     offset = 0.45 if opts.truncation else 0.25
+    lead = scene_time(opts, opts.lead_frames)
     holds = []
     begin = 0.0
     for k, (v, slot) in enumerate(zip(visits, lengths, strict=True)):
@@ -356,10 +365,10 @@ def make_scene(rng: np.random.Generator, opts: SynthOptions, pool: str | None, d
         cx = float(np.clip(cx, w / zoom / 2, world_w - w / zoom / 2))
         cy = float(np.clip(cy, h / zoom / 2, world_h - h / zoom / 2))
         start = begin + (0.0 if k == 0 else rng.uniform(0.2, 0.35) * slot)
-        holds.append((start - (opts.lead_frames if k == 0 else 0), begin + slot, cx, cy, zoom))
+        holds.append((start - (lead if k == 0 else 0), begin + slot, cx, cy, zoom))
         begin += slot
     last = holds[-1]
-    holds[-1] = (last[0], last[1] + opts.lead_frames + 1, *last[2:])
+    holds[-1] = (last[0], last[1] + lead + 1, *last[2:])
 
     # Hands: blobs textured with another background picture (never a target's look), sliding in from a side.
     hands = []

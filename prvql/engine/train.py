@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from prvql.checkpoint import (
     capture_rng_state,
     load_trainable_state,
+    load_weights,
     load_training_checkpoint,
     restore_rng_state,
     save_training_checkpoint,
@@ -175,6 +176,8 @@ class _Run:
         self.scheduler = build_scheduler(self.optimizer, tcfg.warmup, tcfg.iterations)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.iteration, epoch, position, self.best_accuracy = 0, 0, 0, -1.0
+        if state is None and tcfg.init_weights:
+            load_weights(model, tcfg.init_weights)  # a new run starting from trained weights; resuming ignores it
         if state is not None:
             load_trainable_state(model, state["model"], self.ckpt_path)
             self.optimizer.load_state_dict(state["optimizer"])
