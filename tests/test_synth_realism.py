@@ -10,10 +10,9 @@ import pytest
 from PIL import Image
 
 from prvql.data.synth import SynthOptions, make_scene, render
-from prvql.data.synth import _runs as runs
 from prvql.data.synth_effects import Effects, apply_effects, make_effects
 from prvql.data.synth_imagery import ObjectSpec, video_names
-from prvql.data.synth_scene import Thing, _pick_distractors
+from prvql.data.synth_scene import SCENE_FPS, Thing, _pick_distractors
 
 SMALL = SynthOptions(frame_width=160, frame_height=120, num_frames=40)
 
@@ -111,14 +110,18 @@ def test_scale_changes_between_sightings_and_truncation_at_the_border() -> None:
     assert cut > centred_cut
 
 
-def test_shorter_fixations_give_more_negative_frames() -> None:
-    opts = SynthOptions(frame_width=96, frame_height=72, num_frames=80, targets_per_clip=1, distractors=1)
+def test_fixation_lengths_follow_hold_seconds() -> None:
+    """Shorter fixations (1-2.6 s by default; the plain generator held 3 s) mean shorter sightings, so more of a
+    training window is negative."""
 
-    def mean_run(o: SynthOptions) -> float:
-        lengths = [b - a + 1 for boxes in _visible_boxes(o, range(2)) for a, b in runs([x is not None for x in boxes])]
-        return float(np.mean(lengths))
+    def hold_lengths(o: SynthOptions) -> np.ndarray:
+        scene = make_scene(np.random.default_rng(0), o, "train", 120 * 6)
+        return np.array([end - start for start, end, *_ in scene.holds[1:-1]]) / SCENE_FPS
 
-    assert mean_run(opts) < 0.8 * mean_run(dataclasses.replace(opts, hold_seconds=(3.0, 3.0)))
+    short = hold_lengths(SMALL)
+    assert 0.5 < short.min() and short.max() < 2.7 and len(short) > 8  # fixations are the slots less the pans
+    long = hold_lengths(dataclasses.replace(SMALL, hold_seconds=(3.0, 3.0)))
+    assert long.mean() > 1.5 * short.mean()
 
 
 def test_similar_distractors_come_from_a_targets_picture() -> None:

@@ -47,7 +47,7 @@ class SynthOptions:
     query_sets_per_annotation: int = 3
     distractors: int = 3  # recoloured target copies and other objects
     clip_fps: float = 5.0
-    video_fps: float = 30.0  # canonical videos (a lower rate renders faster; the scene's motion is the same)
+    video_fps: float = 30.0  # canonical videos (Ego4D annotations count 30 fps frames: keep 30)
     lead_frames: int = 12  # canonical frames before and after each clip in its video
     split_imagery: bool = False  # True: train never uses the held-out pictures, val uses only them
     min_visible: float = 0.35  # fraction of the object's projected area that must show to count as visible
