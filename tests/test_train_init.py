@@ -31,17 +31,18 @@ def _cfg(root: Path, *overrides: str) -> Config:
 
 
 def test_a_new_run_starts_from_init_weights(synth_root: Path, tiny_weights: Path, tmp_path: Path) -> None:
-    # lr 0: AdamW leaves every weight where it started, so the final weights ARE the starting point
+    # lr 0: AdamW leaves every parameter where it started, so they ARE the starting point (batch-norm statistics
+    # still move in train mode)
     fit(_cfg(synth_root, "train.lr=0", f"train.init_weights={tiny_weights}"), tmp_path / "init", device="cpu")
     fit(_cfg(synth_root, "train.lr=0"), tmp_path / "fresh", device="cpu")
-    start = load_file(tiny_weights)
+    start = {k: v for k, v in load_file(tiny_weights).items() if "running_" not in k and "num_batches" not in k}
     init = load_file(tmp_path / "init" / "weights.safetensors")
     fresh = load_file(tmp_path / "fresh" / "weights.safetensors")
-    assert init.keys() == start.keys()
+    assert init.keys() >= start.keys() and len(start) > 10
     assert all(torch.equal(init[k], start[k]) for k in start)
     assert any(not torch.equal(fresh[k], start[k]) for k in start)
 
 
 def test_init_weights_of_another_model_is_refused(synth_root: Path, tiny_weights: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="tiny.safetensors"):
-        fit(_cfg(synth_root, "model.dim=32", f"train.init_weights={tiny_weights}"), tmp_path / "run", device="cpu")
+        fit(_cfg(synth_root, "model.dim=40", f"train.init_weights={tiny_weights}"), tmp_path / "run", device="cpu")
