@@ -25,6 +25,7 @@ __all__ = [
     "xywh_to_xyxy",
     "xyxy_to_cxcywh",
     "cxcywh_to_xyxy",
+    "sorted_corners",
     "pad_to_square_offsets",
     "normalize_boxes",
     "denormalize_boxes",
@@ -47,6 +48,12 @@ def xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
 def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
     """[..., 4] (cx, cy, w, h) -> [..., 4] (x1, y1, x2, y2)."""
     return box_convert(boxes, "cxcywh", "xyxy")
+
+
+def sorted_corners(boxes: Tensor) -> Tensor:
+    """[..., 4] xyxy whose corners may be swapped (x2 < x1 or y2 < y1) -> valid xyxy (x1 <= x2, y1 <= y2)."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([torch.minimum(x1, x2), torch.minimum(y1, y2), torch.maximum(x1, x2), torch.maximum(y1, y2)], -1)
 
 
 def pad_to_square_offsets(height: int, width: int) -> tuple[float, float, float]:

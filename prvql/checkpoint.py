@@ -72,10 +72,11 @@ def load_trainable_state(model: nn.Module, tensors: dict[str, Tensor], source: s
     model.load_state_dict(tensors, strict=False)
 
 
-def save_weights(model: nn.Module, path: str | Path, cfg: Config) -> None:
-    """Write the trainable tensors of ``model`` to a safetensors file, atomically, with ``cfg`` as metadata."""
+def save_weights(model: nn.Module, path: str | Path, cfg: Config, extra: dict[str, str] | None = None) -> None:
+    """Write the trainable tensors of ``model`` to a safetensors file, atomically, with ``cfg`` as metadata
+    (plus the ``extra`` string entries, e.g. how ``weights_best`` was selected)."""
     tensors = {k: v.cpu().clone().contiguous() for k, v in trainable_state_dict(model).items()}
-    metadata = {"format": "prvql", "config": json.dumps(config_to_dict(cfg))}
+    metadata = {**(extra or {}), "format": "prvql", "config": json.dumps(config_to_dict(cfg))}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 

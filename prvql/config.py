@@ -13,6 +13,7 @@ Preset names (``prvql_vitb14``, ``vqloc_vitb14``, ``tiny``, ``demo``) resolve to
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class QFRConfig:
     num_heads: int = 8
     ffn_dim: int = 256
     dropout: float = 0.1
+    norm_groups: int = 0  # 0 = BatchNorm in the knowledge conv (released); > 0 = GroupNorm with that many groups
 
 
 @dataclass
@@ -186,6 +188,8 @@ class TrainConfig:
     val_queries: int = 100
     log_every: int = 20
     whole_model_eval: bool = False  # True reproduces the released code's model.eval() during training
+    sync_bn: bool = True  # under torchrun on CUDA, BatchNorm statistics over the global batch (SyncBatchNorm)
+    expected_global_batch: int = 12  # the global batch lr/schedule were set for (paper: 3 x 4 GPUs); 0 = no check
     init_weights: str | None = None  # a weights file (same model config) to start a NEW run from (fine-tuning)
 
 
@@ -215,6 +219,61 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Range checks
+
+
+def _range_errors(cfg: Config) -> list[str]:
+    """Every out-of-range value a training run reads, as ``key: must be ... (got ...)`` strings."""
+    m, t, lo = cfg.model, cfg.train, cfg.loss
+    checks: list[tuple[str, Any, bool, str]] = [
+        ("train.iterations", t.iterations, t.iterations >= 1, ">= 1"),
+        ("train.batch_size", t.batch_size, t.batch_size >= 1, ">= 1"),
+        ("train.grad_accum", t.grad_accum, t.grad_accum >= 1, ">= 1"),
+        ("train.lr", t.lr, math.isfinite(t.lr) and t.lr > 0, "a finite number > 0"),
+        ("train.weight_decay", t.weight_decay, math.isfinite(t.weight_decay) and t.weight_decay >= 0, ">= 0"),
+        ("train.warmup", t.warmup, t.warmup >= 0, ">= 0"),
+        ("train.grad_clip", t.grad_clip, math.isfinite(t.grad_clip) and t.grad_clip > 0, "a finite number > 0"),
+        ("train.checkpoint_every", t.checkpoint_every, t.checkpoint_every >= 0, ">= 0 (0 = only at the end)"),
+        ("train.val_every", t.val_every, t.val_every >= 0, ">= 0 (0 = no validation)"),
+        ("train.val_queries", t.val_queries, t.val_queries >= 0, ">= 0"),
+        ("train.log_every", t.log_every, t.log_every >= 0, ">= 0"),
+        ("train.expected_global_batch", t.expected_global_batch, t.expected_global_batch >= 0, ">= 0"),
+        ("data.num_workers", cfg.data.num_workers, cfg.data.num_workers >= 0, ">= 0"),
+        ("model.input_size", m.input_size, m.input_size >= 1, ">= 1"),
+        ("model.dim", m.dim, m.dim >= 1, ">= 1"),
+        ("model.num_stages", m.num_stages, m.num_stages >= 1, ">= 1"),
+        ("model.num_frames", m.num_frames, m.num_frames >= 1, ">= 1"),
+        ("model.akg.tau", m.akg.tau, 0.0 <= m.akg.tau <= 1.0, "in [0, 1]"),
+        ("model.akg.top_n", m.akg.top_n, m.akg.top_n >= 1, ">= 1"),
+        ("model.akg.roi_size", m.akg.roi_size, m.akg.roi_size >= 1, ">= 1"),
+        ("model.skg.alpha", m.skg.alpha, 0.0 <= m.skg.alpha <= 1.0, "in [0, 1]"),
+        ("model.vfr.beta", m.vfr.beta, math.isfinite(m.vfr.beta), "a finite number"),
+        (
+            "model.qfr.norm_groups",
+            m.qfr.norm_groups,
+            m.qfr.norm_groups == 0 or (m.qfr.norm_groups >= 1 and m.dim % m.qfr.norm_groups == 0),
+            f"0 (BatchNorm) or a divisor of model.dim ({m.dim})",
+        ),
+        ("loss.positive_iou", lo.positive_iou, 0.0 <= lo.positive_iou < 1.0, "in [0, 1)"),
+        ("loss.positive_topk", lo.positive_topk, lo.positive_topk >= 1, ">= 1"),
+        ("loss.focal_alpha", lo.focal_alpha, 0.0 <= lo.focal_alpha <= 1.0, "in [0, 1]"),
+        ("loss.focal_gamma", lo.focal_gamma, math.isfinite(lo.focal_gamma) and lo.focal_gamma >= 0, ">= 0"),
+    ]
+    for term in ("prob", "center", "size", "giou", "frame_bce"):
+        w = getattr(lo, f"weight_{term}")
+        checks.append((f"loss.weight_{term}", w, math.isfinite(w) and w >= 0, "a finite number >= 0"))
+    return [f"{key}: must be {rule} (got {value!r})" for key, value, ok, rule in checks if not ok]
+
+
+def check_training_config(cfg: Config) -> None:
+    """Raise one ConfigError line naming the first out-of-range training value (before any run folder exists)."""
+    errors = _range_errors(cfg)
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(errors[0] + more)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

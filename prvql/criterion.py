@@ -5,15 +5,17 @@ For every stage k (0 = first) the criterion returns unweighted terms, each a sca
 - ``loss_prob_s{k}``: sigmoid focal loss over all anchors of the frames before the query frame, target = the
   positive-anchor mask of :func:`prvql.assigner.assign_anchors`, mean over those anchors.
 - ``loss_center_s{k}``: L1 between predicted and ground-truth box centres, mean over positive anchors x 2.
-- ``loss_size_s{k}``: L1 between predicted and ground-truth half widths / half heights (the released code's
-  convention, so its weight 1.0 carries over), mean over positive anchors x 2.
+- ``loss_size_s{k}``: L1 between the predicted *signed* half widths / half heights ((x2 - x1) / 2, (y2 - y1) / 2 of
+  the decoded box, before any re-sorting) and the ground-truth ones (the released code's convention, so its weight
+  1.0 carries over), mean over positive anchors x 2. Signed, so that a mirrored box (x2 < x1) is pulled back through
+  zero width; an L1 on |w| / 2 would push it further out.
 - ``loss_giou_s{k}``: mean over positive anchors of 1 - GIoU.
 - ``loss_frame_bce_s{k}`` (only when its weight is not 0): the paper's frame-level BCE between each frame's max
   anchor logit and the occurrence label, mean over the frames before the query frame.
 
 ``loss`` = sum over keys of ``weight_dict[key] * value``: the only place where term weights and stage weights
-are applied. Predicted corners are re-sorted before the box terms (the head adds raw offsets to the anchors, so a
-predicted box can come out flipped), as the released code does.
+are applied. Predicted corners are re-sorted before the GIoU term only (the head adds raw offsets to the anchors, so
+a predicted box can come out flipped), as the released code does.
 """
 
 from __future__ import annotations
@@ -22,13 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from prvql.assigner import assign_anchors
-from prvql.boxes import xyxy_to_cxcywh
+from prvql.boxes import sorted_corners, xyxy_to_cxcywh
 from prvql.config import LossConfig
 from prvql.errors import ConfigError
 
@@ -76,19 +77,13 @@ def stage_weights(scheme: str, num_stages: int) -> tuple[float, ...]:
     return values
 
 
-def sorted_corners(boxes: Tensor) -> Tensor:
-    """[..., 4] xyxy whose corners may be swapped -> valid xyxy."""
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack([torch.minimum(x1, x2), torch.minimum(y1, y2), torch.maximum(x1, x2), torch.maximum(y1, y2)], -1)
-
-
 def _zero(like: Tensor) -> Tensor:
     """A zero that keeps ``like`` in the graph (DDP needs every output used)."""
     return like.sum() * 0.0
 
 
 def box_losses(pred: Tensor, gt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """L1 centre, L1 half-size and GIoU losses of matched boxes.
+    """L1 centre, L1 signed half-size and GIoU losses of matched boxes.
 
     Args:
         pred: [P, 4] predicted normalised xyxy (corners may be swapped).
@@ -99,11 +94,10 @@ def box_losses(pred: Tensor, gt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """
     if pred.shape[0] == 0:
         return _zero(pred), _zero(pred), _zero(pred)
-    pred = sorted_corners(pred)
-    pred_c, gt_c = xyxy_to_cxcywh(pred), xyxy_to_cxcywh(gt)
+    pred_c, gt_c = xyxy_to_cxcywh(pred), xyxy_to_cxcywh(gt)  # signed w, h: a mirrored box has w < 0
     center = F.l1_loss(pred_c[:, :2], gt_c[:, :2])
     size = F.l1_loss(pred_c[:, 2:] / 2, gt_c[:, 2:] / 2)
-    giou = generalized_box_iou_loss(pred, gt, reduction="mean")
+    giou = generalized_box_iou_loss(sorted_corners(pred), gt, reduction="mean")
     return center, size, giou
 
 

@@ -51,8 +51,32 @@ def test_box_terms_hand_computed() -> None:
     assert size.item() == pytest.approx(0.05, abs=1e-6)
     # intersection 0.06, union 0.18, enclosure 0.2 -> GIoU = 1/3 - 0.02/0.2
     assert giou.item() == pytest.approx(1 - (1 / 3 - 0.1), abs=1e-5)
+    # a mirrored box has the same centre and GIoU but negative half sizes (-0.2, -0.2) vs (0.2, 0.1): signed L1
     flipped = box_losses(pred[:, [2, 3, 0, 1]], gt)
-    assert torch.allclose(torch.stack(flipped), torch.stack((center, size, giou)))
+    assert flipped[0].item() == pytest.approx(center.item(), abs=1e-6)
+    assert flipped[2].item() == pytest.approx(giou.item(), abs=1e-6)
+    assert flipped[1].item() == pytest.approx((0.4 + 0.3) / 2, abs=1e-6)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_size_loss_pulls_a_mirrored_box_back(axis: int) -> None:
+    """w = -0.02 (x2 < x1): the size gradient must widen the box towards x1 <= x2, not mirror it further."""
+    gt = torch.tensor([[0.4, 0.4, 0.5, 0.5]])
+    pred = torch.tensor([[0.46, 0.44, 0.44, 0.46]]) if axis == 0 else torch.tensor([[0.44, 0.46, 0.46, 0.44]])
+    pred.requires_grad_()
+    _, size, _ = box_losses(pred, gt)
+    size.backward()
+    lo, hi = pred.grad[0, axis], pred.grad[0, axis + 2]
+    # gradient descent moves a coordinate against its gradient: the low corner must go down, the high one up
+    assert lo > 0 and hi < 0
+    # and a few plain gradient steps on the size term alone un-mirror it
+    box = pred.detach().clone().requires_grad_()
+    for _ in range(20):
+        box.grad = None
+        box_losses(box, gt)[1].backward()
+        with torch.no_grad():
+            box -= 0.01 * box.grad / box.grad.abs().max()
+    assert box[0, axis + 2] > box[0, axis]
 
 
 def test_box_terms_in_the_criterion_use_positive_anchors_only() -> None:

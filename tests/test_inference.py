@@ -271,6 +271,14 @@ def test_boxes_are_mapped_back_to_original_pixels() -> None:
     np.testing.assert_allclose(original.scores, np.full(6, 1 / (1 + np.exp(-2.0))), rtol=1e-6)
 
 
+def test_inverted_best_box_leaves_the_predictor_sorted() -> None:
+    """The head adds raw offsets to anchors, so a box can come out mirrored; what leaves the predictor is sorted."""
+    predictor = Predictor(FixedOutputModel((0.75, 0.5, 0.25, 0.25)), num_frames=4, input_size=16, pad_value=0.5)
+    frames = [np.zeros((FRAME_H, FRAME_W, 3), np.uint8)] * 6
+    boxes = predictor.predict(frames, ClipQuery("a", torch.zeros(3, 16, 16), 6)).boxes
+    np.testing.assert_allclose(boxes, np.tile([24.0, 8.0, 72.0, 32.0], (6, 1)))
+
+
 def test_frame_scores_round_trip_and_reject_bad_files(tmp_path: Path) -> None:
     from prvql.errors import PRVQLError
 

@@ -34,6 +34,7 @@ from prvql.atomic import atomic_path
 from prvql.boxes import denormalize_boxes
 from prvql.config import Config
 from prvql.data.transforms import prepare_frames
+from prvql.engine.validate import top_boxes
 from prvql.errors import PRVQLError
 
 logger = logging.getLogger(__name__)
@@ -318,8 +319,7 @@ class Predictor:
         with self._autocast():
             out = self.model.forward_features(frame_feats, query)
         logits, boxes = out["logits"].float(), out["boxes"].float()  # [B, T, A], [B, T, A, 4]
-        best_logit, best = logits.max(dim=-1)  # [B, T]
-        best_boxes = torch.gather(boxes, 2, best[..., None, None].expand(-1, -1, 1, 4)).squeeze(2)  # [B, T, 4]
+        best_logit, best_boxes = top_boxes(logits, boxes)  # [B, T], [B, T, 4] with x1 <= x2, y1 <= y2
         scores = torch.sigmoid(best_logit).cpu().numpy()
         best_boxes = best_boxes.cpu().numpy()
         self._sync()

@@ -80,6 +80,14 @@ class RunLogger:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if not k.startswith("loss_"))
             self.bar.write(f"[{split} @ {iteration}] {shown}")
 
+    def warn(self, iteration: int, message: str) -> None:
+        """A warning: to the console (Python logging) and as ``{"split": "warning", "message": ...}`` in the log."""
+        if not self.enabled:
+            return
+        log.warning("%s", message)
+        self.file.write(json.dumps({"split": "warning", "iteration": iteration, "message": message}) + "\n")
+        self.file.flush()
+
     def close(self) -> None:
         """Close the progress bar and the log file."""
         if not self.enabled:

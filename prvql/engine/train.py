@@ -6,9 +6,14 @@ when ``train.bf16``, gradient clipping, AdamW + warm-up/linear-decay schedule (:
 
 Run folder: ``config.yaml`` (resolved config), ``log.jsonl`` (:mod:`prvql.engine.logger`), ``checkpoint.pt``
 (latest training state, every ``checkpoint_every`` steps and at the end), ``weights.safetensors`` (final
-trainable weights for inference) and ``weights_best.safetensors`` (best validation frame accuracy, the
-released code's selection rule). ``fit(..., resume=True)`` continues from ``checkpoint.pt`` and ends with the same
-weights as an uninterrupted run (same seed, CPU).
+trainable weights for inference) and ``weights_best.safetensors`` (best validation :data:`BEST_MEASURE`: the AUROC
+of the per-frame scores, which ranks models the way the benchmark's score curve does; the released code's frame
+accuracy is meaningless when most validation frames hold the target). ``fit(..., resume=True)`` continues from
+``checkpoint.pt`` and ends with the same weights as an uninterrupted run (same seed, CPU).
+
+Also logged: the share of windows in which AKG kept each knowledge slot (``akg_keep_s{k}_{j}``; a run where tau is
+never passed trains no QFR and says so), and the global batch at start, with a warning when it is not
+``train.expected_global_batch``.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from prvql.checkpoint import (
     save_weights,
     trainable_state_dict,
 )
-from prvql.config import Config, config_from_dict, config_to_dict, write_config
+from prvql.config import Config, check_training_config, config_from_dict, config_to_dict, write_config
 from prvql.criterion import PRVQLCriterion, Targets, build_criterion
 from prvql.engine.distributed import (
     DistInfo,
@@ -57,6 +62,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 WEIGHTS_NAME = "weights.safetensors"
 BEST_WEIGHTS_NAME = "weights_best.safetensors"
+BEST_MEASURE = "frame_auroc"  # validation measure that selects weights_best (written into the log and metadata)
 
 
 def seed_everything(seed: int) -> None:
@@ -168,14 +174,15 @@ class _Run:
 
         seed_everything(tcfg.seed)
         model = build_prvql(cfg.model).to(info.device)
-        if info.distributed and info.device.type == "cuda":
+        if info.distributed and info.device.type == "cuda" and tcfg.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
         self.criterion: PRVQLCriterion = build_criterion(cfg.loss, cfg.model.num_stages)
         self.optimizer = build_optimizer(model, tcfg.lr, tcfg.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, tcfg.warmup, tcfg.iterations)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.iteration, epoch, position, self.best_accuracy = 0, 0, 0, -1.0
+        self.iteration, epoch, position, self.best_score = 0, 0, 0, float("-inf")
+        self.akg_kept, self.akg_slots = 0.0, 0.0  # knowledge slots kept / offered since this process started
         if state is None and tcfg.init_weights:
             load_weights(model, tcfg.init_weights)  # a new run starting from trained weights; resuming ignores it
         if state is not None:
@@ -184,7 +191,7 @@ class _Run:
             self.scheduler.load_state_dict(state["scheduler"])
             self.iteration = int(state["iteration"])
             epoch, position = int(state["sampler"]["epoch"]), int(state["sampler"]["position"])
-            self.best_accuracy = float(state.get("best_accuracy", -1.0))
+            self.best_score = float(state.get("best_score", float("-inf")))
             rngs = state["rng"]
             if len(rngs) != info.world_size:
                 log.warning(
@@ -229,7 +236,7 @@ class _Run:
                 "iteration": self.iteration,
                 "sampler": self.stream.state(),
                 "rng": rngs,
-                "best_accuracy": self.best_accuracy,
+                "best_score": self.best_score,
                 "config": config_to_dict(self.cfg),
             }
             save_training_checkpoint(state, self.ckpt_path)
@@ -262,11 +269,23 @@ class _Run:
                 (losses["loss"] / tcfg.grad_accum).backward()
             for key, value in losses.items():
                 totals[key] = totals.get(key, 0.0) + float(value.detach()) / tcfg.grad_accum
+            for key, value in self._akg_keep_rates(outputs).items():
+                totals[key] = totals.get(key, 0.0) + value / tcfg.grad_accum
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, tcfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.iteration += 1
         return totals, float(grad_norm)
+
+    def _akg_keep_rates(self, outputs: dict[str, Any]) -> dict[str, float]:
+        """``akg_keep_s{k}_{j}``: share of windows whose knowledge slot j passed tau after stage k (none w/o AKG)."""
+        keep = outputs.get("akg_keep")
+        if keep is None:
+            return {}
+        self.akg_kept += float(keep.sum())
+        self.akg_slots += keep.numel()
+        rates = keep.float().mean(dim=0)  # [K-1, n]
+        return {f"akg_keep_s{k}_{j}": float(rates[k, j]) for k in range(rates.shape[0]) for j in range(rates.shape[1])}
 
     def _check_finite(self, losses: dict[str, Tensor]) -> None:
         bad = _nonfinite_term(losses)
@@ -281,30 +300,70 @@ class _Run:
         )
 
     def run_validation(self, logger: RunLogger) -> dict[str, float]:
+        """Validate; ``weights_best`` follows the best :data:`BEST_MEASURE` (NaN, e.g. no negative frame, never wins
+        over a number; the first validation always writes the file)."""
         metrics = validate(self.model, self.criterion, self.val_batches, self.info.device, self.autocast_dtype)
+        value = metrics[BEST_MEASURE]
+        better = value > self.best_score or self.best_score == float("-inf")
+        if better:
+            self.best_score = value if value == value else float("-inf")
+        metrics = {**metrics, f"best_{BEST_MEASURE}": self.best_score, "is_best": float(better)}
         logger.record("val", self.iteration, metrics)
-        if self.info.is_main and metrics["frame_accuracy"] > self.best_accuracy:
-            save_weights(self.model, self.run_dir / BEST_WEIGHTS_NAME, self.cfg)
-        self.best_accuracy = max(self.best_accuracy, metrics["frame_accuracy"])
+        if self.info.is_main and better:
+            save_weights(
+                self.model,
+                self.run_dir / BEST_WEIGHTS_NAME,
+                self.cfg,
+                extra={"selected_by": BEST_MEASURE, BEST_MEASURE: f"{value:.6g}", "iteration": str(self.iteration)},
+            )
         return metrics
+
+    def _warn_if_akg_never_kept(self, logger: RunLogger) -> None:
+        """A run in which no knowledge slot ever passed tau sent QFR only zeros: QFR learned nothing."""
+        kept = all_reduce_max(torch.tensor(self.akg_kept, device=self.info.device)).item()
+        if self.akg_slots and not kept:
+            logger.warn(
+                self.iteration,
+                f"AKG kept no knowledge slot in this run (model.akg.tau={self.cfg.model.akg.tau}: no frame's best "
+                "anchor reached it), so QFR only ever saw zeros and was not trained",
+            )
+
+    def log_start(self, logger: RunLogger) -> None:
+        """State the global batch, and warn when it is not the one the preset's hyper-parameters were set for."""
+        tcfg = self.cfg.train
+        global_batch = tcfg.batch_size * self.info.world_size * tcfg.grad_accum
+        log.info(
+            "training %d iterations from %d; global batch %d (= train.batch_size %d x %d processes x "
+            "train.grad_accum %d)",
+            tcfg.iterations,
+            self.iteration,
+            global_batch,
+            tcfg.batch_size,
+            self.info.world_size,
+            tcfg.grad_accum,
+        )
+        if self.val_batches is not None:
+            log.info("weights_best: the validation %s (per-frame scores) decides", BEST_MEASURE)
+        expected = tcfg.expected_global_batch
+        if expected and global_batch != expected:
+            logger.warn(
+                self.iteration,
+                f"global batch {global_batch} differs from the {expected} this config's learning rate and schedule "
+                f"were set for (train.expected_global_batch); e.g. train.grad_accum="
+                f"{max(1, round(expected / (tcfg.batch_size * self.info.world_size)))} on {self.info.world_size} "
+                "process(es)",
+            )
 
     def loop(self) -> dict[str, float]:
         tcfg = self.cfg.train
         if self.info.is_main:
             write_config(self.cfg, self.run_dir / "config.yaml")
-            log.info(
-                "training %d iterations from %d; global batch %d (= %d x %d processes x %d accumulation)",
-                tcfg.iterations,
-                self.iteration,
-                tcfg.batch_size * self.info.world_size * tcfg.grad_accum,
-                tcfg.batch_size,
-                self.info.world_size,
-                tcfg.grad_accum,
-            )
         summary: dict[str, float] = {}
         sums: dict[str, float] = {}
         count, tick = 0, time.perf_counter()
         with RunLogger(self.run_dir, tcfg.iterations, self.iteration, enabled=self.info.is_main) as logger:
+            if self.info.is_main:
+                self.log_start(logger)
             while self.iteration < tcfg.iterations:
                 lr = self.optimizer.param_groups[0]["lr"]
                 losses, grad_norm = self.train_step()
@@ -325,6 +384,7 @@ class _Run:
                     summary.update({f"val_{k}": v for k, v in self.run_validation(logger).items()})
                 if (tcfg.checkpoint_every > 0 and it % tcfg.checkpoint_every == 0) or end:
                     self.save_checkpoint()
+            self._warn_if_akg_never_kept(logger)
         if self.info.is_main:
             save_weights(self.model, self.run_dir / WEIGHTS_NAME, self.cfg)
         return summary
@@ -343,9 +403,11 @@ def fit(cfg: Config, run_dir: str | Path, *, resume: bool = False, device: str =
         The last logged training values (and ``val_*`` metrics when validation ran).
 
     Raises:
+        ConfigError: a training value is out of range (before the run folder is created).
         TrainingError: a loss term became NaN/inf (a checkpoint is saved first).
         CheckpointError: ``resume`` without a readable checkpoint fitting ``cfg.model``.
     """
+    check_training_config(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     info = init_distributed(device)

@@ -20,8 +20,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from prvql.boxes import box_iou
-from prvql.criterion import PRVQLCriterion, sorted_corners
+from prvql.boxes import box_iou, sorted_corners
+from prvql.criterion import PRVQLCriterion
 from prvql.engine.distributed import all_gather_objects, all_reduce_sum
 
 

@@ -63,6 +63,7 @@ class AppearanceKnowledgeGeneration(nn.Module):
         """
         b, t, c, h, w = video.shape
         frames, chosen, keep = self.select(logits, boxes)
+        self.last_keep = keep  # [B, n] bool, read by the model to report how often each slot is kept
         scale = chosen.new_tensor([w, h, w, h])
         chosen = torch.minimum((chosen.float() * scale).clamp(min=0), scale)
         x1, y1, x2, y2 = chosen.unbind(-1)
@@ -85,7 +86,8 @@ class SpatialKnowledgeGeneration(nn.Module):
     attention to its frame's centre token in the last masked self-attention layer, bilinearly upsampled to the
     backbone grid. Both are softmaxed over the ``H*W`` positions. With ``learned_mlp`` (released code),
     ``K^s = ks(HW * (alpha * t(T') + (1 - alpha) * s(S')))`` with three MLPs ``Linear(HW, HW) -> ReLU ->
-    Linear(HW, HW)``; without, ``K^s = HW * (alpha * T' + (1 - alpha) * S')`` (mean 1). Not bounded.
+    Linear(HW, HW)``; without, ``K^s = HW * (alpha * T' + (1 - alpha) * S')`` (mean 1). Not bounded. Computed in
+    float32 under any autocast (returns float32).
 
     Args:
         height: backbone grid rows H.
@@ -117,17 +119,19 @@ class SpatialKnowledgeGeneration(nn.Module):
             ``[B, T, H, W]``, one map per frame (broadcast over channels by VFR).
         """
         b, t, positions = cross_attention.shape
-        dtype = cross_attention.dtype
-        s = cross_attention.float().softmax(dim=-1).to(dtype)
-        temporal = F.interpolate(
-            temporal_attention.flatten(0, 1)[:, None].float(),
-            (self.height, self.width),
-            mode="bilinear",
-            align_corners=False,
-        )
-        tmap = temporal.view(b, t, positions).softmax(dim=-1).to(dtype)
-        if self.ks_mlp is None:
-            knowledge = positions * (self.alpha * tmap + (1 - self.alpha) * s)
-        else:
-            knowledge = self.ks_mlp(positions * (self.alpha * self.t_mlp(tmap) + (1 - self.alpha) * self.s_mlp(s)))
+        # float32 whatever the autocast: the softmaxed maps sit near 1 / (H*W), where bf16 keeps only a few dozen
+        # distinct values, so under bf16 SKG would train on a different signal than fp32 inference gives it
+        with torch.autocast(cross_attention.device.type, enabled=False):
+            s = cross_attention.float().softmax(dim=-1)
+            temporal = F.interpolate(
+                temporal_attention.flatten(0, 1)[:, None].float(),
+                (self.height, self.width),
+                mode="bilinear",
+                align_corners=False,
+            )
+            tmap = temporal.view(b, t, positions).softmax(dim=-1)
+            if self.ks_mlp is None:
+                knowledge = positions * (self.alpha * tmap + (1 - self.alpha) * s)
+            else:
+                knowledge = self.ks_mlp(positions * (self.alpha * self.t_mlp(tmap) + (1 - self.alpha) * self.s_mlp(s)))
         return knowledge.view(b, t, self.height, self.width)

@@ -8,12 +8,14 @@ from torch import Tensor, nn
 
 
 class ConvBNAct(nn.Sequential):
-    """conv3x3 (padding 1) -> BatchNorm -> LeakyReLU (or ReLU)."""
+    """conv3x3 (padding 1) -> BatchNorm (or GroupNorm with ``norm_groups`` groups) -> LeakyReLU (or ReLU)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, leaky: bool = True) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 1, leaky: bool = True, norm_groups: int = 0
+    ) -> None:
         super().__init__(
             nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1),
-            nn.BatchNorm2d(out_channels),
+            nn.GroupNorm(norm_groups, out_channels) if norm_groups else nn.BatchNorm2d(out_channels),
             nn.LeakyReLU(inplace=True) if leaky else nn.ReLU(inplace=True),
         )
 
@@ -78,21 +80,25 @@ class MultiHeadAttention(nn.Module):
         Returns:
             output ``[B, Nq, D]`` and the probed probabilities ``[B, Nq, K]`` (None without a probe).
         """
-        q, k, v = self._project(x, memory)
         dropout = self.dropout if self.training else 0.0
         if probe is None:
+            q, k, v = self._project(x, memory)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
             return self.out_proj(out.transpose(1, 2).flatten(2)), None
-        head_dim, extra = q.shape[-1], -(-probe.shape[1] // 8) * 8  # pad to a multiple of 8 for fused kernels
-        columns = F.pad(probe.to(v.dtype), (0, extra - probe.shape[1])).expand(*v.shape[:2], -1, -1)
-        out = F.scaled_dot_product_attention(
-            F.pad(q, (0, extra)),
-            F.pad(k, (0, extra)),
-            torch.cat([v, columns], dim=-1),
-            attn_mask=mask,
-            dropout_p=dropout,
-            scale=head_dim**-0.5,
-        )
+        # SKG reads the probed probabilities (values near 1/Nk): projections and attention in float32 whatever the
+        # autocast, so that training under bf16 sees the signal fp32 inference sees (a no-op without autocast)
+        with torch.autocast(x.device.type, enabled=False):
+            q, k, v = self._project(x.float(), None if memory is None else memory.float())
+            head_dim, extra = q.shape[-1], -(-probe.shape[1] // 8) * 8  # pad to a multiple of 8 for fused kernels
+            columns = F.pad(probe.float(), (0, extra - probe.shape[1])).expand(*v.shape[:2], -1, -1)
+            out = F.scaled_dot_product_attention(
+                F.pad(q, (0, extra)),
+                F.pad(k, (0, extra)),
+                torch.cat([v, columns], dim=-1),
+                attn_mask=mask,
+                dropout_p=dropout,
+                scale=head_dim**-0.5,
+            )
         probed = out[..., head_dim : head_dim + probe.shape[1]].mean(dim=1)
         return self.out_proj(out[..., :head_dim].transpose(1, 2).flatten(2)), probed
 

@@ -103,7 +103,8 @@ class PRVQL(nn.Module):
 
         Returns:
             ``{"boxes": [B, T, A, 4] normalised xyxy, "logits": [B, T, A], "anchors": [A, 4],
-            "stages": [{"boxes", "logits"} per stage]}``; the top level is the last stage.
+            "stages": [{"boxes", "logits"} per stage]}``; the top level is the last stage. With AKG also
+            ``"akg_keep"``: [B, K-1, n] bool, whether each knowledge slot passed tau after each stage but the last.
         """
         b, t, c, h, w = frame_feats.shape
         if t != self.num_frames or (h, w) != (self.grid_size, self.grid_size):
@@ -114,7 +115,7 @@ class PRVQL(nn.Module):
         feats = self.reduction(torch.cat([query_feats, frame_feats.flatten(0, 1)]))  # one BN call, as released
         query, video = feats.split([b, b * t])
         video = initial = video.view(b, t, *video.shape[1:])
-        stages = []
+        stages, keeps = [], []
         for index, stage in enumerate(self.stages):
             last = index == len(self.stages) - 1
             out = stage(video, query, self.anchors, return_attention=self.skg is not None and not last)
@@ -123,9 +124,11 @@ class PRVQL(nn.Module):
                 break
             if self.akg is not None:
                 query = self.qfr(query, self.akg(out.logits, out.boxes, video))
+                keeps.append(self.akg.last_keep)
             if self.skg is not None:
                 video = self.vfr(video, initial, self.skg(out.cross_attention, out.temporal_attention))
-        return {**stages[-1], "anchors": self.anchors, "stages": stages}
+        extra = {"akg_keep": torch.stack(keeps, dim=1)} if keeps else {}
+        return {**stages[-1], "anchors": self.anchors, "stages": stages, **extra}
 
 
 def build_prvql(cfg: ModelConfig) -> PRVQL:
@@ -175,7 +178,13 @@ def build_prvql(cfg: ModelConfig) -> PRVQL:
     if between and cfg.akg.enabled:
         akg = AppearanceKnowledgeGeneration(cfg.akg.top_n, cfg.akg.tau, cfg.akg.roi_size, cfg.akg.swap_roi_axes)
         qfr = QueryFeatureRefinement(
-            cfg.dim, cfg.akg.top_n, cfg.qfr.mode, cfg.qfr.num_heads, cfg.qfr.ffn_dim, cfg.qfr.dropout
+            cfg.dim,
+            cfg.akg.top_n,
+            cfg.qfr.mode,
+            cfg.qfr.num_heads,
+            cfg.qfr.ffn_dim,
+            cfg.qfr.dropout,
+            cfg.qfr.norm_groups,
         )
     if between and cfg.skg.enabled:
         skg = SpatialKnowledgeGeneration(grid, grid, cfg.skg.alpha, cfg.skg.learned_mlp)

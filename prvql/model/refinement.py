@@ -16,7 +16,9 @@ class QueryFeatureRefinement(nn.Module):
     """QFR: ``Q_{k+1} = combine(Q_k, CNB(K^a_k))``.
 
     CNB folds the n knowledge slots into channels and applies conv3x3 ``n*dim -> dim`` + BN + ReLU, giving an
-    ``r x r`` knowledge map. Combination (paper Tab. 10):
+    ``r x r`` knowledge map (GroupNorm instead of BN with ``norm_groups`` > 0: per-sample statistics, so an
+    all-zero knowledge input -- every slot below tau -- means the same in training and at eval).
+    Combination (paper Tab. 10):
 
     - ``"cross_attention"`` (paper, released): a CAB with the query tokens as queries and the ``r*r`` knowledge
       tokens as keys/values (the released BERT cross layer: post-LN, eps 1e-12, GELU FFN, dropout).
@@ -32,14 +34,17 @@ class QueryFeatureRefinement(nn.Module):
         num_heads: CAB heads (cross_attention mode).
         ffn_dim: CAB FFN width (cross_attention mode).
         dropout: CAB dropout (cross_attention mode).
+        norm_groups: 0 = BatchNorm in CNB (paper, released); > 0 = GroupNorm with that many groups.
     """
 
-    def __init__(self, dim: int, top_n: int, mode: str, num_heads: int, ffn_dim: int, dropout: float) -> None:
+    def __init__(
+        self, dim: int, top_n: int, mode: str, num_heads: int, ffn_dim: int, dropout: float, norm_groups: int = 0
+    ) -> None:
         super().__init__()
         if mode not in QFR_MODES:
             raise ValueError(f"unknown QFR mode '{mode}' (one of {', '.join(QFR_MODES)})")
         self.mode = mode
-        self.cnb = ConvBNAct(top_n * dim, dim, leaky=False)
+        self.cnb = ConvBNAct(top_n * dim, dim, leaky=False, norm_groups=norm_groups)
         cross = mode == "cross_attention"
         self.cab = CrossAttentionBlock(dim, num_heads, ffn_dim, dropout, eps=1e-12) if cross else None
         self.fuse = nn.Conv2d(2 * dim, dim, 1) if mode == "concat" else None
