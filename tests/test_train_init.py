@@ -31,16 +31,16 @@ def _cfg(root: Path, *overrides: str) -> Config:
 
 
 def test_a_new_run_starts_from_init_weights(synth_root: Path, tiny_weights: Path, tmp_path: Path) -> None:
-    # lr 0: AdamW leaves every parameter where it started, so they ARE the starting point (batch-norm statistics
-    # still move in train mode)
-    fit(_cfg(synth_root, "train.lr=0", f"train.init_weights={tiny_weights}"), tmp_path / "init", device="cpu")
-    fit(_cfg(synth_root, "train.lr=0"), tmp_path / "fresh", device="cpu")
+    # lr 1e-30: AdamW moves no parameter by more than 1e-29, so the run's weights are its starting point
+    # (batch-norm statistics still move in train mode)
+    fit(_cfg(synth_root, "train.lr=1e-30", f"train.init_weights={tiny_weights}"), tmp_path / "init", device="cpu")
+    fit(_cfg(synth_root, "train.lr=1e-30"), tmp_path / "fresh", device="cpu")
     start = {k: v for k, v in load_file(tiny_weights).items() if "running_" not in k and "num_batches" not in k}
     init = load_file(tmp_path / "init" / "weights.safetensors")
     fresh = load_file(tmp_path / "fresh" / "weights.safetensors")
     assert init.keys() >= start.keys() and len(start) > 10
-    assert all(torch.equal(init[k], start[k]) for k in start)
-    assert any(not torch.equal(fresh[k], start[k]) for k in start)
+    assert all(torch.allclose(init[k], start[k], rtol=0, atol=1e-12) for k in start)
+    assert any(not torch.allclose(fresh[k], start[k], rtol=0, atol=1e-3) for k in start)
 
 
 def test_init_weights_of_another_model_is_refused(synth_root: Path, tiny_weights: Path, tmp_path: Path) -> None:
