@@ -12,6 +12,8 @@ Runs, for one weights file:
 4. ``prvql demo --seed N --no-video`` for seeds 0-11 (the demo's episodes; the default seed is one of them).
 
 Writes ``OUT/summary.json`` and ``OUT/summary.md`` (a markdown table for docs/DEMO.md), and prints the table.
+``--checkpoint RUN/checkpoint.pt`` evaluates a running training job's latest state (exported to
+``OUT/weights.safetensors`` first).
 
     python benchmarks/demo_heldout.py --weights prvql/weights/demo.safetensors \
         --annotations /work/runs/synth-v2/heldout/vq_val.json --clips /work/runs/synth-v2/heldout/clips \
@@ -136,9 +138,26 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def export_checkpoint(checkpoint: Path, out: Path) -> Path:
+    """Weights file (with config) of a training checkpoint's trainable state."""
+    from prvql.checkpoint import load_trainable_state, load_training_checkpoint, save_weights
+    from prvql.config import config_from_dict
+    from prvql.model import build_prvql
+
+    state = load_training_checkpoint(checkpoint)
+    cfg = config_from_dict(state["config"])
+    model = build_prvql(cfg.model)
+    load_trainable_state(model, state["model"], checkpoint)
+    path = out / "weights.safetensors"
+    save_weights(model, path, cfg, {"iteration": str(state["iteration"])})
+    print(f"{checkpoint}: iteration {state['iteration']} -> {path}")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", help="weights file (default: the shipped demo model)")
+    parser.add_argument("--checkpoint", type=Path, help="a training checkpoint.pt to evaluate instead of --weights")
     parser.add_argument("--annotations", required=True, type=Path, help="held-out annotations (vq_val.json)")
     parser.add_argument("--clips", required=True, type=Path, help="their 5 fps clips folder")
     parser.add_argument("--train-annotations", required=True, type=Path, help="training annotations (baseline)")
@@ -148,6 +167,8 @@ def main() -> None:
     args = parser.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.checkpoint is not None:
+        args.weights = str(export_checkpoint(args.checkpoint, args.out))
     predictions = args.out / "predictions.json"
     weights = ["--weights", args.weights] if args.weights else []
     predict = ["predict", *weights, "--annotations", str(args.annotations), "--clips", str(args.clips)]
