@@ -33,8 +33,8 @@ from torch.nn.parallel import DistributedDataParallel
 from prvql.checkpoint import (
     capture_rng_state,
     load_trainable_state,
-    load_weights,
     load_training_checkpoint,
+    load_weights,
     restore_rng_state,
     save_training_checkpoint,
     save_weights,
