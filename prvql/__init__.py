@@ -36,16 +36,7 @@ def load_model(
     Raises:
         prvql.errors.CheckpointError / ConfigError: an unreadable or unfitting file, naming it and the key.
     """
-    import tempfile
-
-    from prvql.config import Config, write_config
     from prvql.engine.trained_model import load_inference_model
 
-    if isinstance(config, Config):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "config.yaml"
-            write_config(config, path)
-            cfg, model = load_inference_model(path, weights)
-    else:
-        cfg, model = load_inference_model(config, weights)
+    cfg, model = load_inference_model(config, weights)
     return cfg, model.to(device).eval()

@@ -144,11 +144,6 @@ class JobQueue:
             elif job.state == RUNNING:
                 job.cancel_requested.set()
 
-    def busy(self) -> bool:
-        """Whether a job is running or waiting."""
-        with self._cond:
-            return self._running is not None or bool(self._waiting)
-
     def _finish(self, job: Job, state: str, message: str = "") -> None:
         job.state, job.message, job.finished = state, message, time.time()
         if state != DONE and self._on_finish is not None:

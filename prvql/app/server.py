@@ -208,15 +208,16 @@ def create_app(
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
     async def put_crop(request: Request) -> Response:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
+
+        from prvql.data.images import read_image
 
         upload = find_upload(request)
         data = await _read_body(request, MAX_CROP_BYTES, "the crop image")
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                rgb = image.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            raise HTTPException(400, "the crop is not an image this app can read (PNG, JPEG, ...)") from exc
+        try:  # the same reader as `prvql locate --query`: every image mode, EXIF rotation, bombs refused
+            rgb = Image.fromarray(await run_in_threadpool(read_image, io.BytesIO(data), "crop image"))
+        except PRVQLError as exc:
+            raise HTTPException(400, f"the crop is not an image this app can read (PNG, JPEG, ...): {exc}") from exc
         path = upload.folder / "crop.png"
         await run_in_threadpool(rgb.save, path, "PNG")
         upload.crop = path

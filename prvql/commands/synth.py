@@ -20,12 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips", type=int, default=8, help="number of clips in total (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the output is deterministic by seed")
     parser.add_argument("--frames", type=int, default=120, help="5 fps frames per clip (default 120)")
-    parser.add_argument(
-        "--video-fps",
-        type=float,
-        default=30.0,
-        help="canonical video rate, a multiple of 5 (default 30; 10 renders 3x faster)",
-    )
     parser.add_argument("--width", type=int, default=320, help="frame width in pixels (even, default 320)")
     parser.add_argument("--height", type=int, default=240, help="frame height in pixels (even, default 240)")
     parser.add_argument("--queries-per-clip", type=int, default=3, help="target objects (query sets) per clip")

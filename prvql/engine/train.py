@@ -282,10 +282,10 @@ class _Run:
         keep = outputs.get("akg_keep")
         if keep is None:
             return {}
-        self.akg_kept += float(keep.sum())
+        rates = keep.float().mean(dim=0).tolist()  # [K-1][n], one device sync
+        self.akg_kept += sum(map(sum, rates)) * keep.shape[0]
         self.akg_slots += keep.numel()
-        rates = keep.float().mean(dim=0)  # [K-1, n]
-        return {f"akg_keep_s{k}_{j}": float(rates[k, j]) for k in range(rates.shape[0]) for j in range(rates.shape[1])}
+        return {f"akg_keep_s{k}_{j}": rate for k, row in enumerate(rates) for j, rate in enumerate(row)}
 
     def _check_finite(self, losses: dict[str, Tensor]) -> None:
         bad = _nonfinite_term(losses)

@@ -9,6 +9,7 @@ checkpoint files (any name not ending in ``.safetensors``), converted in memory
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,13 +41,13 @@ def default_model_paths() -> tuple[Path, Path]:
 
 
 def load_inference_model(
-    config: str | Path | None, weights: str | Path | None, overrides: Sequence[str] = ()
+    config: str | Path | Config | None, weights: str | Path | None, overrides: Sequence[str] = ()
 ) -> tuple[Config, nn.Module]:
     """The config and the model with trained weights, in eval mode with its batch norms folded into the convs
     (:meth:`~prvql.model.prvql.PRVQL.fuse_for_inference`: same outputs, for inference only).
 
     Args:
-        config: config file or preset; ``None`` = the config stored in the weights file.
+        config: config file, preset or :class:`Config`; ``None`` = the config stored in the weights file.
         weights: ``prvql.checkpoint.save_weights`` file (the trainable parts, the backbone then coming from
             ``cfg.model.backbone.weights``; or a self-contained file), or an authors' ``.pth`` checkpoint.
             ``config`` and ``weights`` both None = the shipped demo model (:func:`default_model_paths`).
@@ -69,7 +70,9 @@ def load_inference_model(
         converted = load_released(weights, config, list(overrides))
         logger.info("%s", converted.summary(weights))
         return converted.cfg, converted.model.fuse_for_inference()
-    if config is not None:
+    if isinstance(config, Config):
+        cfg = apply_overrides(copy.deepcopy(config), list(overrides))  # the caller's Config stays as it is
+    elif config is not None:
         cfg = load_config(config, list(overrides))
     else:
         cfg = apply_overrides(load_weights_config(weights), list(overrides))

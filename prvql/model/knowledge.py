@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from prvql.boxes import clip_boxes, sorted_corners
+
 
 class AppearanceKnowledgeGeneration(nn.Module):
     """AKG: RoI features of the target in the stage's most confident frames (no parameters).
@@ -82,8 +84,7 @@ class AppearanceKnowledgeGeneration(nn.Module):
         scale = chosen.new_tensor([w, h, w, h])
         ordered = chosen.float() * scale
         if self.clamp_boxes:
-            x1, y1, x2, y2 = torch.minimum(ordered.clamp(min=0), scale).unbind(-1)
-            ordered = torch.stack([x1.minimum(x2), y1.minimum(y2), x1.maximum(x2), y1.maximum(y2)], dim=-1)
+            ordered = sorted_corners(clip_boxes(ordered, h, w))
         if self.swap_roi_axes:
             ordered = ordered[..., [1, 0, 3, 2]]
         flat_index = (torch.arange(b, device=frames.device)[:, None] * t + frames).float()

@@ -159,7 +159,7 @@ class PRVQL(nn.Module):
                 query,
                 self.anchors,
                 return_attention=self.skg is not None and not last,
-                boxes=every_stage or last or self.akg is None,
+                boxes=every_stage or last,
             )
             stages.append({"boxes": out.boxes, "logits": out.logits})
             if last:
