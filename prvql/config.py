@@ -230,6 +230,48 @@ class Config:
 # Range checks
 
 
+MAX_MODEL_SIZE = 65536  # no size of the network (channels, frames, pixels, heads) may exceed this
+
+
+def _model_size_errors(cfg: ModelConfig) -> list[str]:
+    """Sizes no network can have, as ``model.key: must be ...`` strings (none when every size is possible)."""
+    at_least_one = {
+        "input_size": cfg.input_size,
+        "dim": cfg.dim,
+        "num_stages": cfg.num_stages,
+        "num_frames": cfg.num_frames,
+        "cab.num_heads": cfg.cab.num_heads,
+        "cab.ffn_dim": cfg.cab.ffn_dim,
+        "temporal.num_layers": cfg.temporal.num_layers,
+        "temporal.num_heads": cfg.temporal.num_heads,
+        "temporal.ffn_dim": cfg.temporal.ffn_dim,
+        "head.num_convs": cfg.head.num_convs,
+        "akg.top_n": cfg.akg.top_n,
+        "akg.roi_size": cfg.akg.roi_size,
+        "qfr.num_heads": cfg.qfr.num_heads,
+        "qfr.ffn_dim": cfg.qfr.ffn_dim,
+    }
+    at_least_zero = {
+        "temporal.window": cfg.temporal.window,
+        "temporal.downsample_steps": cfg.temporal.downsample_steps,
+        "head.upsample_steps": cfg.head.upsample_steps,
+    }
+    errors = [
+        f"model.{key}: must be in [{least}, {MAX_MODEL_SIZE}] (got {value})"
+        for least, sizes in ((1, at_least_one), (0, at_least_zero))
+        for key, value in sizes.items()
+        if not least <= value <= MAX_MODEL_SIZE
+    ]
+    if not cfg.head.anchor_sizes or not cfg.head.anchor_ratios:
+        errors.append("model.head.anchor_sizes and model.head.anchor_ratios: must not be empty")
+    return errors
+
+
+def check_model_sizes(cfg: ModelConfig) -> None:
+    """Refuse sizes no network can have (before any tensor is allocated): one ConfigError line naming the key."""
+    _raise_first(_model_size_errors(cfg))
+
+
 def _range_errors(cfg: Config) -> list[str]:
     """Every out-of-range value a training run reads, as ``key: must be ... (got ...)`` strings."""
     m, t, lo = cfg.model, cfg.train, cfg.loss
@@ -247,13 +289,7 @@ def _range_errors(cfg: Config) -> list[str]:
         ("train.log_every", t.log_every, t.log_every >= 0, ">= 0"),
         ("train.expected_global_batch", t.expected_global_batch, t.expected_global_batch >= 0, ">= 0"),
         ("data.num_workers", cfg.data.num_workers, cfg.data.num_workers >= 0, ">= 0"),
-        ("model.input_size", m.input_size, m.input_size >= 1, ">= 1"),
-        ("model.dim", m.dim, m.dim >= 1, ">= 1"),
-        ("model.num_stages", m.num_stages, m.num_stages >= 1, ">= 1"),
-        ("model.num_frames", m.num_frames, m.num_frames >= 1, ">= 1"),
         ("model.akg.tau", m.akg.tau, 0.0 <= m.akg.tau <= 1.0, "in [0, 1]"),
-        ("model.akg.top_n", m.akg.top_n, m.akg.top_n >= 1, ">= 1"),
-        ("model.akg.roi_size", m.akg.roi_size, m.akg.roi_size >= 1, ">= 1"),
         ("model.skg.alpha", m.skg.alpha, 0.0 <= m.skg.alpha <= 1.0, "in [0, 1]"),
         ("model.vfr.beta", m.vfr.beta, math.isfinite(m.vfr.beta), "a finite number"),
         (
@@ -270,12 +306,17 @@ def _range_errors(cfg: Config) -> list[str]:
     for term in ("prob", "center", "size", "giou", "frame_bce"):
         w = getattr(lo, f"weight_{term}")
         checks.append((f"loss.weight_{term}", w, math.isfinite(w) and w >= 0, "a finite number >= 0"))
-    return [f"{key}: must be {rule} (got {value!r})" for key, value, ok, rule in checks if not ok]
+    return _model_size_errors(m) + [
+        f"{key}: must be {rule} (got {value!r})" for key, value, ok, rule in checks if not ok
+    ]
 
 
 def check_training_config(cfg: Config) -> None:
     """Raise one ConfigError line naming the first out-of-range training value (before any run folder exists)."""
-    errors = _range_errors(cfg)
+    _raise_first(_range_errors(cfg))
+
+
+def _raise_first(errors: list[str]) -> None:
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ConfigError(errors[0] + more)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from prvql.config import ModelConfig
+from prvql.config import ModelConfig, check_model_sizes
 from prvql.errors import ConfigError
 from prvql.model.anchors import make_anchors
 from prvql.model.backbone import build_backbone
@@ -199,47 +199,13 @@ class PRVQL(nn.Module):
         return self
 
 
-MAX_SIZE = 65536  # no size of the network (channels, frames, pixels, heads) may exceed this
-
-
-def _check_sizes(cfg: ModelConfig) -> None:
-    """Refuse sizes no network can have (before any tensor is allocated): ``ConfigError`` naming the key."""
-    at_least_one = {
-        "input_size": cfg.input_size,
-        "dim": cfg.dim,
-        "num_stages": cfg.num_stages,
-        "num_frames": cfg.num_frames,
-        "cab.num_heads": cfg.cab.num_heads,
-        "cab.ffn_dim": cfg.cab.ffn_dim,
-        "temporal.num_layers": cfg.temporal.num_layers,
-        "temporal.num_heads": cfg.temporal.num_heads,
-        "temporal.ffn_dim": cfg.temporal.ffn_dim,
-        "head.num_convs": cfg.head.num_convs,
-        "akg.top_n": cfg.akg.top_n,
-        "akg.roi_size": cfg.akg.roi_size,
-        "qfr.num_heads": cfg.qfr.num_heads,
-        "qfr.ffn_dim": cfg.qfr.ffn_dim,
-    }
-    at_least_zero = {
-        "temporal.window": cfg.temporal.window,
-        "temporal.downsample_steps": cfg.temporal.downsample_steps,
-        "head.upsample_steps": cfg.head.upsample_steps,
-    }
-    for least, sizes in ((1, at_least_one), (0, at_least_zero)):
-        for key, value in sizes.items():
-            if not least <= value <= MAX_SIZE:
-                raise ConfigError(f"model.{key}: must be in [{least}, {MAX_SIZE}] (got {value})")
-    if not cfg.head.anchor_sizes or not cfg.head.anchor_ratios:
-        raise ConfigError("model.head.anchor_sizes and model.head.anchor_ratios: must not be empty")
-
-
 def build_prvql(cfg: ModelConfig, backbone: nn.Module | None = None) -> PRVQL:
     """Build the network from the model config (the only reader of ``cfg``). Grid sizes follow from the
     backbone stride and ``cfg.input_size``; every ablation of the paper is a field of ``cfg``. ``backbone``: one
     already built from ``cfg.backbone`` (e.g. on the meta device, when a checkpoint supplies its weights)."""
     if not cfg.backbone.frozen:
         raise ConfigError("model.backbone.frozen: only a frozen backbone is supported")
-    _check_sizes(cfg)
+    check_model_sizes(cfg)
     if cfg.qfr.mode not in QFR_MODES:
         raise ConfigError(f"model.qfr.mode: '{cfg.qfr.mode}' is not one of {', '.join(QFR_MODES)}")
     if cfg.vfr.base not in ("current", "initial"):
