@@ -57,13 +57,16 @@ def trainable_state_dict(model: nn.Module) -> dict[str, Tensor]:
     return state
 
 
-def load_trainable_state(model: nn.Module, tensors: dict[str, Tensor], source: str | Path) -> None:
-    """Copy ``tensors`` into ``model``; every trainable key must be there with the right shape, and nothing else.
+def load_trainable_state(
+    model: nn.Module, tensors: dict[str, Tensor], source: str | Path, everything: bool = False
+) -> None:
+    """Copy ``tensors`` into ``model``; every trainable key (``everything``: every key of the model's state dict)
+    must be there with the right shape, and nothing else.
 
     Raises:
         CheckpointError: naming ``source`` and the first missing, unexpected or mis-shaped key.
     """
-    expected = trainable_state_dict(model)
+    expected = model.state_dict() if everything else trainable_state_dict(model)
     for key, value in expected.items():
         if key not in tensors:
             raise CheckpointError(f"{source}: missing key '{key}' (the file does not fit this model)")
@@ -114,19 +117,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     model's state dict for a self-contained file)."""
     path = Path(path)
     tensors = _read_safetensors(path)
-    if not weights_include_backbone(path):
-        load_trainable_state(model, tensors, path)
-        return
-    expected = model.state_dict()
-    for key in sorted(set(expected) - set(tensors))[:1]:
-        raise CheckpointError(f"{path}: missing key '{key}' (the file does not fit this model)")
-    for key in sorted(set(tensors) - set(expected))[:1]:
-        raise CheckpointError(f"{path}: unexpected key '{key}' (the file does not fit this model)")
-    for key, value in expected.items():
-        if tuple(tensors[key].shape) != tuple(value.shape):
-            got, want = tuple(tensors[key].shape), tuple(value.shape)
-            raise CheckpointError(f"{path}: key '{key}' has shape {got}, the model expects {want}")
-    model.load_state_dict(tensors, strict=True)
+    load_trainable_state(model, tensors, path, everything=weights_include_backbone(path))
 
 
 def _read_metadata(path: Path) -> dict[str, str]:
