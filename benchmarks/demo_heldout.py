@@ -149,7 +149,7 @@ def export_checkpoint(checkpoint: Path, out: Path) -> Path:
     model = build_prvql(cfg.model)
     load_trainable_state(model, state["model"], checkpoint)
     path = out / "weights.safetensors"
-    save_weights(model, path, cfg, {"iteration": str(state["iteration"])})
+    save_weights(model, path, cfg, extra={"iteration": str(state["iteration"])})
     print(f"{checkpoint}: iteration {state['iteration']} -> {path}")
     return path
 

@@ -84,6 +84,7 @@ def save_weights(
     model: nn.Module,
     path: str | Path,
     cfg: Config,
+    *,
     include_backbone: bool = False,
     extra: dict[str, str] | None = None,
 ) -> None:
