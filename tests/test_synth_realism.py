@@ -11,7 +11,17 @@ from PIL import Image
 
 from prvql.data.synth import SynthOptions, make_scene, render
 from prvql.data.synth_effects import Effects, apply_effects, make_effects
-from prvql.data.synth_imagery import ObjectSpec, video_names
+from prvql.data.synth_imagery import (
+    FRESH_PATCH_SOURCES,
+    VIDEO_FRAME_SEPARATOR,
+    ObjectSpec,
+    load_video,
+    object_image,
+    object_specs,
+    random_patch_spec,
+    same_picture,
+    video_names,
+)
 from prvql.data.synth_scene import SCENE_FPS, Thing, _pick_distractors
 
 SMALL = SynthOptions(frame_width=160, frame_height=120, num_frames=40)
@@ -148,3 +158,39 @@ def test_real_footage_backgrounds_play_and_keep_the_split() -> None:
         assert not np.array_equal(np.asarray(a), np.asarray(b))  # the footage plays
     still = make_scene(np.random.default_rng(1), dataclasses.replace(opts, video_backgrounds=0.0), "train", 240)
     assert still.video is None
+
+
+def test_fresh_patches_are_new_objects_from_their_own_pool() -> None:
+    opts = dataclasses.replace(SMALL, fresh_patches=1.0, video_backgrounds=1.0)
+    fixed = {s.title for s in object_specs(None)}
+    for pool in ("train", "heldout"):
+        pictures = {name for name in FRESH_PATCH_SOURCES[pool]} | set(video_names(pool))
+        titles = set()
+        for seed in range(4):
+            scene = make_scene(np.random.default_rng(seed), opts, pool, 240)
+            for thing in scene.things:
+                if "(other colour)" in thing.title:
+                    continue
+                source = thing.title.split(" patch at ")[0]
+                assert source.split(VIDEO_FRAME_SEPARATOR)[0] in pictures  # only this pool's imagery
+                assert scene.video is None or not same_picture(scene.video, source)  # not cut from the world
+                titles.add(thing.title)
+        assert not titles & fixed and len(titles) >= 12  # never a fixed object, never twice the same patch
+    none = make_scene(np.random.default_rng(0), dataclasses.replace(SMALL, fresh_patches=0.0), "train", 240)
+    assert {t.title for t in none.things if "(other colour)" not in t.title} <= fixed
+
+
+def test_fresh_patch_cut_from_a_clip_frame_shows_that_frame() -> None:
+    rng = np.random.default_rng(3)
+    specs = [random_patch_spec(rng, "train") for _ in range(12)]
+    from_video = [s for s in specs if VIDEO_FRAME_SEPARATOR in s.source]
+    if not video_names("train"):
+        assert not from_video
+        return
+    spec = from_video[0]
+    video, index = spec.source.split(VIDEO_FRAME_SEPARATOR)
+    top, bottom, left, right = spec.crop
+    frame = np.asarray(load_video(video)[0][int(index)])
+    expected = frame[top:bottom, left:right]
+    image = np.asarray(object_image(dataclasses.replace(spec, mask="rect"), max(expected.shape[:2])).convert("RGB"))
+    assert image.shape == expected.shape and np.abs(image.astype(int) - expected).mean() < 3

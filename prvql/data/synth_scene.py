@@ -23,6 +23,7 @@ from prvql.data.synth_imagery import (
     load_video,
     object_image,
     object_specs,
+    random_patch_spec,
     recolour,
     same_picture,
     video_names,
@@ -65,6 +66,7 @@ class SynthOptions:
     motion_blur: bool = True  # blur along the camera motion
     defocus: bool = True  # out-of-focus intervals
     jpeg: bool = True  # compression artefacts (most episodes)
+    fresh_patches: float = 0.0  # probability that an object is a new random patch (never the same object twice)
 
 
 @dataclass
@@ -267,14 +269,22 @@ def make_scene(rng: np.random.Generator, opts: SynthOptions, pool: str | None, d
     world_w, world_h = round(w * 2.6), round(h * 2.2)
     specs = list(object_specs(pool))
     picks = rng.permutation(len(specs))
-    targets = [specs[i] for i in picks[: opts.targets_per_clip]]
-    others = [specs[i] for i in picks[opts.targets_per_clip :]]
+    specs = [specs[i] for i in picks]
+    if opts.fresh_patches > 0:
+        pools = (pool,) if pool else ("train", "heldout")
+        fresh = rng.random(len(specs)) < opts.fresh_patches
+        specs = [
+            random_patch_spec(rng, pools[int(rng.integers(len(pools)))]) if f else s
+            for s, f in zip(specs, fresh, strict=True)
+        ]
+    targets = specs[: opts.targets_per_clip]
+    others = specs[opts.targets_per_clip :]
     chosen = _pick_distractors(rng, targets, others, opts)
     used = {name for s in targets + [c for c, _ in chosen] for name in (s.source, s.texture) if name}
     backgrounds = [b for b in background_names(pool) if not any(same_picture(b, u) for u in used)]
     world_name = backgrounds[int(rng.integers(len(backgrounds)))]
     world = background_image(world_name, world_w, world_h)
-    videos = video_names(pool)
+    videos = [v for v in video_names(pool) if not any(same_picture(v, u) for u in used)]
     video = None
     if videos and rng.random() < opts.video_backgrounds:
         video = videos[int(rng.integers(len(videos)))]
