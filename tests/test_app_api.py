@@ -287,4 +287,4 @@ def test_app_command_refuses_a_taken_port_before_loading_the_model(capsys) -> No
         assert main(["app", "--port", str(port), "--weights", "nowhere.safetensors"]) == 2
     assert capsys.readouterr().err.strip().startswith(f"prvql: error: --port: cannot listen on 127.0.0.1:{port} (")
     assert main(["app", "--port", "70000"]) == 2
-    assert capsys.readouterr().err.strip() == "prvql: error: --port: must be in 1..65535 (got 70000)"
+    assert capsys.readouterr().err.strip() == "prvql: error: --port: must be in [1, 65535] (got 70000)"

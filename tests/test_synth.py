@@ -81,6 +81,8 @@ def test_extraction_rerun_skips_valid_clips(synth_root: Path, capsys: pytest.Cap
         (["--distractors", "-1"], "--distractors: must be in [0, 64] (got -1)"),
         (["--workers", "0"], "--workers: must be in [1, 256] (got 0)"),
         (["--val-fraction", "1.5"], "--val-fraction: must be in [0, 1] (got 1.5)"),
+        (["--fresh-patches", "-0.1"], "--fresh-patches: must be in [0, 1] (got -0.1)"),
+        (["--seed", "-1"], "--seed: must be in [0, 2**63) (got -1)"),
     ],
 )
 def test_synth_bad_options_exit_2(tmp_path: Path, capsys, argv: list[str], message: str) -> None:

@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 
-from prvql.commands.options import add_device_option, add_model_options, add_override_option
+from prvql.commands.options import add_device_option, add_model_options, add_override_option, check_range
 from prvql.errors import PRVQLError
 
 DEFAULT_PORT = 7860
@@ -51,8 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from prvql.engine.trained_model import load_inference_model, resolve_device
 
-    if not 0 < args.port < 65536:
-        raise PRVQLError(f"--port: must be in 1..65535 (got {args.port})")
+    check_range("--port", args.port, 1, 65535)
     if args.max_upload_mb <= 0 or args.keep_minutes <= 0:
         raise PRVQLError("--max-upload-mb and --keep-minutes must be > 0")
     _check_port(args.host, args.port)

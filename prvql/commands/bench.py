@@ -15,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-from prvql.commands.options import add_device_option, add_override_option
+from prvql.commands.options import add_device_option, add_override_option, check_range
 
 FRAME_POOL = 8  # distinct random frames the generated clip cycles through
 MAX_FRAMES = 100_000  # N; frames are generated one at a time, so memory does not grow with N
@@ -152,7 +152,6 @@ def run(args: argparse.Namespace) -> int:
     from prvql.config import load_config
     from prvql.engine.inference import build_predictor
     from prvql.engine.trained_model import resolve_device
-    from prvql.errors import PRVQLError
     from prvql.model import build_prvql
     from prvql.paths import check_output_file
 
@@ -162,8 +161,7 @@ def run(args: argparse.Namespace) -> int:
         ("--height", args.height, MAX_SIDE),
         ("--width", args.width, MAX_SIDE),
     ):
-        if not 1 <= value <= most:
-            raise PRVQLError(f"{option}: must be in [1, {most}] (got {value})")
+        check_range(option, value, 1, most)
     if args.output is not None:
         check_output_file(args.output, "--output")
     overrides = ["model.backbone.weights=null", f"inference.bf16={str(args.dtype == 'bf16').lower()}"]

@@ -43,18 +43,16 @@ def check_arguments(args: argparse.Namespace) -> None:
     Raises:
         PRVQLError: naming the option and the value.
     """
-    from prvql.errors import PRVQLError
+    from prvql.commands.options import check_range
 
     bounded = {"--workers": (args.workers, MAX_WORKERS)}
     if args.data_command == "extract-clips":
         bounded["--downscale-height"] = (args.downscale_height, MAX_SIDE)
     else:
         bounded.update({"--window": (args.window, MAX_WINDOW), "--short-side": (args.short_side, MAX_SIDE)})
-        if not 1 <= args.quality <= 100:
-            raise PRVQLError(f"--quality: must be in [1, 100] (got {args.quality})")
+        bounded["--quality"] = (args.quality, 100)
     for option, (value, most) in bounded.items():
-        if value is not None and not 1 <= value <= most:
-            raise PRVQLError(f"{option}: must be in [1, {most}] (got {value})")
+        check_range(option, value, 1, most)
 
 
 def run(args: argparse.Namespace) -> int:

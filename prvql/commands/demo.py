@@ -21,7 +21,7 @@ import argparse
 import time
 from pathlib import Path
 
-from prvql.commands.options import add_device_option, add_model_options
+from prvql.commands.options import add_device_option, add_model_options, check_range
 from prvql.errors import PRVQLError
 
 DEFAULT_SEED = 0  # the first seed, not chosen by the model's result; docs/DEMO.md lists seeds 0-11
@@ -59,10 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from prvql.metrics.vq2d import query_overlaps, summarize
     from prvql.paths import check_output_dir
 
-    if not 0 <= args.seed < 2**32:
-        raise PRVQLError(f"--seed: must be in [0, 2**32) (got {args.seed})")
-    if args.frames is not None and not 2 <= args.frames <= MAX_FRAMES:
-        raise PRVQLError(f"--frames: must be in [2, {MAX_FRAMES}] (got {args.frames})")
+    check_range("--seed", args.seed, 0, 2**32 - 1, shown="[0, 2**32)")
+    check_range("--frames", args.frames, 2, MAX_FRAMES)
     check_output_dir(args.output, "--output")
     start = time.perf_counter()
     device = resolve_device(args.device)

@@ -10,6 +10,19 @@ import argparse
 from pathlib import Path
 
 
+def check_range(option: str, value: float | None, least: float, most: float, shown: str | None = None) -> None:
+    """The range check of every numeric option: raise ``PRVQLError("OPTION: must be in [least, most] (got v)")``
+    unless ``least <= value <= most`` (``None``, an absent optional value, passes).
+
+    Args:
+        shown: the range as printed when it is not ``[least, most]``, e.g. ``"[0, 2**32)"``.
+    """
+    from prvql.errors import PRVQLError
+
+    if value is not None and not least <= value <= most:
+        raise PRVQLError(f"{option}: must be in {shown or f'[{least}, {most}]'} (got {value})")
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--config`` and ``--weights``, read by :func:`prvql.engine.trained_model.load_inference_model`."""
     parser.add_argument("--config", help="config file or preset (default: the one stored in --weights)")

@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prvql.commands.options import check_range
     from prvql.data.synth import SynthOptions, write_synthetic_dataset
     from prvql.errors import PRVQLError
     from prvql.paths import check_output_dir
@@ -62,15 +63,12 @@ def run(args: argparse.Namespace) -> int:
         ("--distractors", args.distractors, 0, MAX_PER_CLIP),
         ("--workers", args.workers, 1, MAX_WORKERS),
     ):
-        if not least <= value <= most:
-            raise PRVQLError(f"{option}: must be in [{least}, {most}] (got {value})")
-    if not 0 <= args.seed < 2**63:
-        raise PRVQLError(f"--seed: must be in [0, 2**63) (got {args.seed})")
+        check_range(option, value, least, most)
+    check_range("--seed", args.seed, 0, 2**63 - 1, shown="[0, 2**63)")
     if args.width % 2 or args.height % 2:
         raise PRVQLError(f"--width and --height must be even (got {args.width}x{args.height})")
-    for option, value in (("--val-fraction", args.val_fraction), ("--fresh-patches", args.fresh_patches)):
-        if not 0 <= value <= 1:
-            raise PRVQLError(f"{option}: must be in [0, 1] (got {value})")
+    check_range("--val-fraction", args.val_fraction, 0, 1)
+    check_range("--fresh-patches", args.fresh_patches, 0, 1)
     check_output_dir(args.out, "--out")
     opts = SynthOptions(
         frame_width=args.width,
