@@ -61,7 +61,8 @@ def load_trainable_state(
     model: nn.Module, tensors: dict[str, Tensor], source: str | Path, everything: bool = False
 ) -> None:
     """Copy ``tensors`` into ``model``; every trainable key (``everything``: every key of the model's state dict)
-    must be there with the right shape, and nothing else.
+    must be there with the right shape, and nothing else. With ``everything`` the tensors are assigned, not copied,
+    so parts of ``model`` built on the meta device receive them.
 
     Raises:
         CheckpointError: naming ``source`` and the first missing, unexpected or mis-shaped key.
@@ -77,7 +78,7 @@ def load_trainable_state(
     for key in tensors:
         if key not in expected:
             raise CheckpointError(f"{source}: unexpected key '{key}' (the file does not fit this model)")
-    model.load_state_dict(tensors, strict=False)
+    model.load_state_dict(tensors, strict=False, assign=everything)
 
 
 def save_weights(

@@ -68,6 +68,7 @@ def test_convert_detects_and_round_trips(tmp_path, capsys, model, cab, wrapped, 
     assert cfg.model.backbone.weights is None and cfg.model.num_frames == TINY["frames"]
     assert cfg.data.released_preprocessing and not cfg.inference.reach_ends
     assert not converted.training
+    assert not any(t.is_meta for t in [*converted.parameters(), *converted.buffers()])  # meta backbone got the file's
     frames, query = features(cfg)
     with torch.no_grad():
         a, b = converted.forward_features(frames, query), direct.forward_features(frames, query)

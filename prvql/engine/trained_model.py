@@ -60,6 +60,7 @@ def load_inference_model(
     from prvql.checkpoint import load_weights, load_weights_config, weights_include_backbone
     from prvql.config import apply_overrides
     from prvql.model import build_prvql
+    from prvql.model.backbone import build_backbone
     from prvql.model.released_weights import load_released
 
     if config is None and weights is None:
@@ -76,12 +77,15 @@ def load_inference_model(
         cfg = load_config(config, list(overrides))
     else:
         cfg = apply_overrides(load_weights_config(weights), list(overrides))
+    backbone = None
     if weights_include_backbone(weights):
         cfg.model.backbone.weights = None  # the file holds the backbone
+        with torch.device("meta"):  # its weights come from the file: skip the (slow) random initialisation
+            backbone = build_backbone(cfg.model.backbone)
     elif cfg.model.backbone.weights is None:
         logger.warning("model.backbone.weights is not set: the frozen backbone keeps its random initialisation")
     torch.manual_seed(0)  # whatever stays random (a backbone without weights) is the same in every process
-    model = build_prvql(cfg.model)
+    model = build_prvql(cfg.model, backbone=backbone)
     try:
         load_weights(model, weights)
     except CheckpointError:
