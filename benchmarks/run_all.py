@@ -29,7 +29,8 @@ median and range of each, so that a machine whose speed drifts still gives fair 
   processes alternating glibc's default malloc and prvql's settings (prvql/allocator.py): wall time, minor page
   faults, system time, peak RSS.
 - ``decode``: a generated 1080p 30 fps H.264 video of ``--video-seconds``: decoding at 5 fps (PyAV threading
-  AUTO / SLICE / off), preprocessing, and ``locate`` end to end with the shipped demo model.
+  AUTO / SLICE / off), preprocessing, ``locate`` end to end with the shipped demo model, and ``locate_video``
+  (search + the three outputs, as ``prvql locate``) decoding once (frames kept for ``track.mp4``) or twice.
 
     PYTHONPATH=. python benchmarks/run_all.py --output benchmarks/results/cpu.json
 """
@@ -496,6 +497,7 @@ def bench_decode(args: argparse.Namespace) -> dict:
     from prvql.data.video import VideoReader, write_video
     from prvql.engine.inference import build_predictor
     from prvql.engine.locate import locate
+    from prvql.engine.locate_video import KEEP_FRAMES_MB, Query, locate_video
     from prvql.engine.postprocess import build_postprocessor
     from prvql.engine.trained_model import load_inference_model
 
@@ -535,6 +537,18 @@ def bench_decode(args: argparse.Namespace) -> dict:
     predictor.stats.__init__()
     loc = interleaved({"locate": run_locate}, args.rounds)["locate"]
     stats = predictor.stats
+    query_box = (800.0, 400.0, 1100.0, 700.0)
+
+    def run_locate_video(keep_mb: float) -> None:  # search + track.json, scores.png, track.mp4
+        query = Query(frame=n - 1, search="before", box=query_box)
+        locate_video(
+            cfg, model, torch.device("cpu"), video, query, tmp / "out", name=video.name, keep_frames_mb=keep_mb
+        )
+
+    with_video = interleaved(
+        {"decode_once": lambda: run_locate_video(KEEP_FRAMES_MB), "decode_twice": lambda: run_locate_video(0)},
+        args.rounds,
+    )
     calls = args.rounds + 1
     searched = len(sampled)
     return {
@@ -549,6 +563,11 @@ def bench_decode(args: argparse.Namespace) -> dict:
             "decode_and_preprocess_share": round(stats.decode_seconds / (calls * loc["median_s"]), 3),
             "backbone_share": round(stats.backbone_seconds / (calls * loc["median_s"]), 3),
             "stages_share": round(stats.stage_seconds / (calls * loc["median_s"]), 3),
+        },
+        "locate_video_with_track_mp4": {
+            **with_video,
+            "decode_once_vs_twice_time": ratio(with_video["decode_once"], with_video["decode_twice"]),
+            "kept_frames_mb": round(searched * 1080 * 1920 * 3 / 2**20),
         },
     }
 
