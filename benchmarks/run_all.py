@@ -459,7 +459,7 @@ def e2e_window(variant: str, depth: int, tuned: bool) -> None:
 
 
 def bench_e2e(args: argparse.Namespace) -> dict:
-    depth = 12 if args.e2e_depth is None else args.e2e_depth
+    depth = args.e2e_depth
     m, (h, w) = load_config("prvql_vitb14").model, E2E_FRAME_SIZE
     outputs = fresh_processes(
         E2E_CHILD,
@@ -581,7 +581,7 @@ def main() -> None:
     parser.add_argument("--alloc-depth", type=int, default=3, help="ViT-B blocks in the `allocator` section")
     parser.add_argument("--queries-depth", type=int, default=1, help="backbone blocks in the `queries` section")
     parser.add_argument("--queries-rounds", type=int, default=2, help="rounds of the `queries` section")
-    parser.add_argument("--e2e-depth", type=int, help="backbone blocks in the `e2e` section (default: all 12)")
+    parser.add_argument("--e2e-depth", type=int, default=12, help="ViT-B blocks in the `e2e` section (12 = all)")
     parser.add_argument("--video-seconds", type=float, default=6.0, help="length of the generated 1080p video")
     parser.add_argument("--output", type=Path, help="also write the JSON here")
     args = parser.parse_args()
