@@ -13,14 +13,24 @@ median and range of each, so that a machine whose speed drifts still gives fair 
   Predictor's path). Also the bf16-autocast approximation on the CPU (speed and the largest output difference).
 - ``queries``: the Predictor end to end on one 30-frame window with Q = 1 and Q = 3 queries, before (the plain
   model through ``forward_features``) and after, against the bound ``backbone + Q x stages``; the backbone is cut
-  to ``--e2e-depth`` blocks so that it fits a CPU run. The full-depth end to end per query is then composed from
-  the parts measured in this run (backbone per image, stages, and the glue measured here).
+  to ``--queries-depth`` blocks so that it fits a CPU run. With ``backbone`` and ``stages`` too, the full-depth
+  end to end per query is also composed from the parts (superseded by ``e2e``, which measures it directly).
+- ``e2e``: end to end, measured directly: one paper-size window (30 frames of 540x720 + one query crop, 448 px,
+  ViT-B/14 cut to ``--e2e-depth`` blocks, all 12 by default, 2 torch threads) per FRESH process, the variants
+  alternating round by round (order rotated): ``reference`` = the VQLoC configuration as a plain program runs it
+  (plain timm ViT ``forward_features`` on query + frames in one call, ``vqloc_vitb14``'s stage in its plain form,
+  glibc's default malloc); ``prvql_cli`` and ``vqloc_cli`` = our presets as ``prvql predict``/``locate`` run them
+  (malloc tuned before torch loads as prvql/cli.py does, batch norms folded, the Predictor embedding once);
+  ``prvql_default_malloc`` = ``prvql_cli`` with ``PRVQL_MALLOC=default``. Each process warms up on one image
+  through its backbone and one stage call of a tiny model of the same preset, so lazy initialisation is not timed
+  but the window's large buffers are first touched in the timed call, as in a real run.
 - ``allocator``: one backbone call (ViT-B/14 at 448 px cut to ``--alloc-depth`` blocks, ``--alloc-images``
   images: buffers of 25-100 MB, above glibc's 32 MB dynamic mmap limit, as in a 30-frame window) in fresh
   processes alternating glibc's default malloc and prvql's settings (prvql/allocator.py): wall time, minor page
   faults, system time, peak RSS.
 - ``decode``: a generated 1080p 30 fps H.264 video of ``--video-seconds``: decoding at 5 fps (PyAV threading
-  AUTO / SLICE / off), preprocessing, and ``locate`` end to end with the shipped demo model.
+  AUTO / SLICE / off), preprocessing, ``locate`` end to end with the shipped demo model, and ``locate_video``
+  (search + the three outputs, as ``prvql locate``) decoding once (frames kept for ``track.mp4``) or twice.
 
     PYTHONPATH=. python benchmarks/run_all.py --output benchmarks/results/cpu.json
 """
@@ -49,7 +59,7 @@ from prvql.model import build_prvql
 from prvql.model.head import AnchorHead
 from prvql.model.temporal import MaskedSpatioTemporalAttention
 
-SECTIONS = ("backbone", "stages", "queries", "allocator", "decode")
+SECTIONS = ("backbone", "stages", "queries", "allocator", "decode", "e2e")
 
 
 def interleaved(variants: dict[str, Callable[[], object]], rounds: int, warm_all: bool = True) -> dict[str, dict]:
@@ -79,11 +89,12 @@ def ratio(a: dict, b: dict) -> float:
     return round(a["median_s"] / b["median_s"], 3)
 
 
-def paper_model(name: str, overrides: list[str] = ()) -> tuple:
-    """A preset with random weights, head outputs redrawn (std 0.05) so that logits and boxes vary."""
+def paper_model(name: str, overrides: list[str] = (), backbone: nn.Module | None = None) -> tuple:
+    """A preset with random weights, head outputs redrawn (std 0.05) so that logits and boxes vary (``backbone``:
+    one to use instead of the preset's)."""
     cfg = load_config(name, ["model.backbone.weights=null", *overrides])
     torch.manual_seed(0)
-    model = build_prvql(cfg.model).eval()
+    model = build_prvql(cfg.model, backbone).eval()
     for head in (m for m in model.modules() if isinstance(m, AnchorHead)):
         for conv in (head.cls_out, head.reg_out):
             nn.init.normal_(conv.weight, std=0.05)
@@ -208,7 +219,7 @@ def bench_queries(args: argparse.Namespace) -> dict:
     from prvql.engine.inference import ClipQuery, PredictorStats, build_predictor
 
     cfg, model = paper_model(
-        "prvql_vitb14", [f"model.backbone.depth={args.e2e_depth}", "inference.windows_per_batch=1"]
+        "prvql_vitb14", [f"model.backbone.depth={args.queries_depth}", "inference.windows_per_batch=1"]
     )
     t, s = cfg.model.num_frames, cfg.model.input_size
     before = build_predictor(cfg, Plain(set_banded(copy.deepcopy(model), False)))
@@ -236,10 +247,10 @@ def bench_queries(args: argparse.Namespace) -> dict:
     pairs = (("before", before), ("after", after))
     variants = {f"{n}_q{q}": (lambda n=n, p=p, q=q: run(f"{n}_q{q}", p, q)) for n, p in pairs for q in (1, 3)}
     calls.clear()
-    timings = interleaved(variants, args.e2e_rounds, warm_all=False)
-    out = {"backbone_depth": args.e2e_depth, "frames": t, **timings}
+    timings = interleaved(variants, args.queries_rounds, warm_all=False)
+    out = {"backbone_depth": args.queries_depth, "frames": t, **timings}
     for name, runs in calls.items():
-        runs = runs[-args.e2e_rounds :]  # the timed calls (not the warm-up)
+        runs = runs[-args.queries_rounds :]  # the timed calls (not the warm-up)
 
         def med(key: str, runs=runs) -> float:
             return round(statistics.median(r[key] for r in runs), 3)
@@ -276,18 +287,29 @@ print(wall, after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime
 """
 
 
+def fresh_processes(child: str, modes: list[str], rounds: int, argv: list[str], env: dict | None = None) -> dict:
+    """Run ``python -c child MODE *argv`` in a fresh process per mode and round, the order rotated each round, with
+    glibc's malloc variables removed from the environment (plus ``env[mode]``); mode -> the stdout of each run."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    base["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    outputs: dict[str, list[str]] = {mode: [] for mode in modes}
+    for r in range(rounds):
+        for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:
+            start = time.perf_counter()
+            cmd = [sys.executable, "-c", child, mode, *argv]
+            done = subprocess.run(cmd, env={**base, **(env or {}).get(mode, {})}, capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"run_all.py: {mode} (round {r + 1}) failed:\n{done.stderr[-4000:]}")
+            outputs[mode].append(done.stdout)
+            print(f"round {r + 1}/{rounds} {mode}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    return outputs
+
+
 def bench_allocator(args: argparse.Namespace) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
-    rows: dict[str, list] = {"default": [], "tuned": []}
-    for r in range(2):
-        for mode in ("default", "tuned") if r % 2 == 0 else ("tuned", "default"):
-            cmd = [sys.executable, "-c", ALLOCATOR_CHILD, mode, str(args.alloc_images), str(args.alloc_depth)]
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.split()
-            rows[mode].append([float(x) for x in out])
+    outputs = fresh_processes(ALLOCATOR_CHILD, ["default", "tuned"], 2, [str(args.alloc_images), str(args.alloc_depth)])
     result = {}
-    for mode, values in rows.items():
-        walls, faults, system, rss = zip(*values, strict=True)
+    for mode, runs in outputs.items():
+        walls, faults, system, rss = zip(*([float(x) for x in out.split()] for out in runs), strict=True)
         result[mode] = {
             **summary(list(walls)),
             "minor_faults": int(statistics.median(faults)),
@@ -299,11 +321,183 @@ def bench_allocator(args: argparse.Namespace) -> dict:
     return result
 
 
+E2E_VARIANTS = ["reference", "prvql_cli", "prvql_default_malloc", "vqloc_cli"]
+E2E_CHILD = """
+import sys
+from prvql.allocator import tune_allocator
+tuned = sys.argv[1] != "reference" and tune_allocator()  # as prvql/cli.py does, before torch loads
+sys.path.insert(0, sys.argv[3])
+from run_all import e2e_window
+e2e_window(sys.argv[1], int(sys.argv[2]), tuned)
+"""
+E2E_FRAME_SIZE = (540, 720)  # Ego4D clips' frames (height, width)
+E2E_THREADS = 2
+E2E_TINY = ["model.num_frames=6", "model.input_size=112", "model.backbone.depth=1"]  # the warm-up's stage call
+
+
+class TimmViT(nn.Module):
+    """A plain timm DINOv2 ViT-B/14 (``forward_features``, built for the model input size) as a PRVQL backbone:
+    ``[N, 3, S, S]`` -> ``[N, 768, S/14, S/14]``, the token reshaping any program that feeds a conv stage does."""
+
+    stride = 14
+    out_channels = 768
+
+    def __init__(self, input_size: int, depth: int) -> None:
+        import timm
+
+        super().__init__()
+        self.vit = timm.create_model(
+            "vit_base_patch14_dinov2", pretrained=False, num_classes=0, img_size=input_size, depth=depth
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        n, grid = images.shape[0], images.shape[-1] // self.stride
+        tokens = self.vit.forward_features(images)[:, self.vit.num_prefix_tokens :]  # [N, grid^2, 768]
+        return tokens.transpose(1, 2).reshape(n, -1, grid, grid)
+
+
+def rusage_delta(before, after) -> dict:
+    return {
+        "minor_faults": after.ru_minflt - before.ru_minflt,
+        "system_s": round(after.ru_stime - before.ru_stime, 2),
+        "user_s": round(after.ru_utime - before.ru_utime, 2),
+    }
+
+
+def reference_window(preset: str, overrides: list[str], depth: int) -> tuple[Callable, Callable]:
+    """``reference``'s (warm_up, window): a plain timm ViT on query + frames in one call, then the preset's stage in
+    its plain form (full masked temporal attention, batch norms, channel reduction inside ``forward_features``)."""
+    from prvql.commands.bench import _clip
+    from prvql.data.transforms import prepare_frames
+    from prvql.engine.validate import top_boxes
+
+    cfg = load_config(preset, ["model.backbone.weights=null", *overrides])
+    size, pad, released = cfg.model.input_size, cfg.data.pad_value, cfg.data.released_preprocessing
+    model = set_banded(paper_model(preset, overrides, backbone=TimmViT(size, depth))[1], False)
+    tiny = set_banded(paper_model(preset, E2E_TINY)[1], False)
+    channels, tiny_grid = TimmViT.out_channels, tiny.grid_size
+
+    def prepare(n: int) -> torch.Tensor:
+        return prepare_frames(torch.from_numpy(np.stack(list(_clip(n, *E2E_FRAME_SIZE)))), size, pad, released)
+
+    def warm_up(query: torch.Tensor) -> None:
+        model.extract_features(query[None])
+        tiny_feats = torch.zeros(1, tiny.num_frames + 1, channels, tiny_grid, tiny_grid)
+        tiny.forward_features(tiny_feats[:, 1:], tiny_feats[:, 0])
+        prepare(2)
+
+    def window(query: torch.Tensor) -> dict:
+        t0 = time.perf_counter()
+        frames = prepare(cfg.model.num_frames)
+        t1 = time.perf_counter()
+        feats = model.extract_features(torch.cat([query[None], frames]))  # one call, as the released code
+        t2 = time.perf_counter()
+        out = model.forward_features(feats[1:][None], feats[:1])
+        scores, _ = top_boxes(out["logits"], out["boxes"])
+        torch.sigmoid(scores)
+        return {"decode_s": t1 - t0, "backbone_s": t2 - t1, "stages_s": time.perf_counter() - t2}
+
+    return warm_up, window
+
+
+def cli_window(preset: str, overrides: list[str]) -> tuple[Callable, Callable]:
+    """``*_cli``'s (warm_up, window): the preset as ``prvql predict``/``locate`` run it, batch norms folded (as
+    ``load_inference_model``) and the Predictor embedding once per clip."""
+    from prvql.commands.bench import _clip
+    from prvql.engine.inference import ClipQuery, build_predictor
+
+    cfg, model = paper_model(preset, overrides)
+    predictor = build_predictor(cfg, model.fuse_for_inference())
+    tiny_cfg, tiny = paper_model(preset, E2E_TINY + overrides[1:])
+    tiny_predictor = build_predictor(tiny_cfg, tiny.fuse_for_inference())
+    tiny_size, tiny_t = tiny_cfg.model.input_size, tiny_cfg.model.num_frames
+
+    def warm_up(query: torch.Tensor) -> None:
+        model.embed(query[None])
+        tiny_query = ClipQuery("q", torch.zeros(3, tiny_size, tiny_size), tiny_t)
+        tiny_predictor.predict_clip(_clip(tiny_t, *E2E_FRAME_SIZE), [tiny_query])
+
+    def window(query: torch.Tensor) -> dict:
+        t = cfg.model.num_frames
+        predictor.stats.__init__()
+        predictor.predict_clip(_clip(t, *E2E_FRAME_SIZE), [ClipQuery("q", query, t)])
+        st = predictor.stats
+        return {"decode_s": st.decode_seconds, "backbone_s": st.backbone_seconds, "stages_s": st.stage_seconds}
+
+    return warm_up, window
+
+
+def e2e_window(variant: str, depth: int, tuned: bool) -> None:
+    """One ``e2e`` process (``E2E_CHILD``): build, warm up, time one window end to end; prints one JSON line."""
+    import resource
+
+    torch.set_num_threads(E2E_THREADS)
+    preset = "prvql_vitb14" if variant.startswith("prvql") else "vqloc_vitb14"
+    overrides = [f"model.backbone.depth={depth}", "inference.windows_per_batch=1"]
+    if variant == "reference":
+        warm_up, window = reference_window(preset, overrides, depth)
+    else:
+        warm_up, window = cli_window(preset, overrides)
+    size = load_config(preset).model.input_size
+    query = torch.randn(3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        warm_up(query)
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        parts = window(query)
+        wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+    row = {
+        "wall_s": wall,
+        **{k: round(v, 3) for k, v in parts.items()},
+        **rusage_delta(before, after),
+        "peak_rss_mb": round(after.ru_maxrss / 1024),
+        "peak_rss_before_timed_call_mb": round(rss_before),
+        "allocator_tuned": tuned,
+        "threads": torch.get_num_threads(),
+    }
+    print(json.dumps(row))
+
+
+def bench_e2e(args: argparse.Namespace) -> dict:
+    depth = args.e2e_depth
+    m, (h, w) = load_config("prvql_vitb14").model, E2E_FRAME_SIZE
+    outputs = fresh_processes(
+        E2E_CHILD,
+        E2E_VARIANTS,
+        args.rounds,
+        [str(depth), str(Path(__file__).resolve().parent)],
+        env={"prvql_default_malloc": {"PRVQL_MALLOC": "default"}},
+    )
+    rows = {v: [json.loads(out.strip().splitlines()[-1]) for out in runs] for v, runs in outputs.items()}
+    result: dict = {
+        "window": f"{m.num_frames} frames of {h}x{w} + 1 query crop, {m.input_size} px, ViT-B/14 depth {depth}",
+        "rounds": args.rounds,
+    }
+    reference = [r["wall_s"] for r in rows["reference"]]
+    for v, runs in rows.items():
+        walls = [r["wall_s"] for r in runs]
+        paired = [ref / w for ref, w in zip(reference, walls, strict=True)]  # same round: drift cancels
+        result[v] = {
+            **summary(walls),
+            "per_query_fps_vs_reference": round(statistics.median(reference) / statistics.median(walls), 3),
+            "per_query_fps_vs_reference_by_round": [round(x, 3) for x in paired],
+            **{k: round(statistics.median(r[k] for r in runs), 3) for k in ("decode_s", "backbone_s", "stages_s")},
+            "minor_faults": int(statistics.median(r["minor_faults"] for r in runs)),
+            "system_s": round(statistics.median(r["system_s"] for r in runs), 2),
+            "peak_rss_mb": int(statistics.median(r["peak_rss_mb"] for r in runs)),
+            "peak_rss_before_timed_call_mb": int(statistics.median(r["peak_rss_before_timed_call_mb"] for r in runs)),
+            "allocator_tuned": [r["allocator_tuned"] for r in runs],
+            "threads": runs[0]["threads"],
+        }
+    return result
+
+
 def bench_decode(args: argparse.Namespace) -> dict:
     from prvql.data.transforms import prepare_frames
     from prvql.data.video import VideoReader, write_video
     from prvql.engine.inference import build_predictor
     from prvql.engine.locate import locate
+    from prvql.engine.locate_video import KEEP_FRAMES_MB, Query, locate_video
     from prvql.engine.postprocess import build_postprocessor
     from prvql.engine.trained_model import load_inference_model
 
@@ -343,6 +537,18 @@ def bench_decode(args: argparse.Namespace) -> dict:
     predictor.stats.__init__()
     loc = interleaved({"locate": run_locate}, args.rounds)["locate"]
     stats = predictor.stats
+    query_box = (800.0, 400.0, 1100.0, 700.0)
+
+    def run_locate_video(keep_mb: float) -> None:  # search + track.json, scores.png, track.mp4
+        query = Query(frame=n - 1, search="before", box=query_box)
+        locate_video(
+            cfg, model, torch.device("cpu"), video, query, tmp / "out", name=video.name, keep_frames_mb=keep_mb
+        )
+
+    with_video = interleaved(
+        {"decode_once": lambda: run_locate_video(KEEP_FRAMES_MB), "decode_twice": lambda: run_locate_video(0)},
+        args.rounds,
+    )
     calls = args.rounds + 1
     searched = len(sampled)
     return {
@@ -358,6 +564,11 @@ def bench_decode(args: argparse.Namespace) -> dict:
             "backbone_share": round(stats.backbone_seconds / (calls * loc["median_s"]), 3),
             "stages_share": round(stats.stage_seconds / (calls * loc["median_s"]), 3),
         },
+        "locate_video_with_track_mp4": {
+            **with_video,
+            "decode_once_vs_twice_time": ratio(with_video["decode_once"], with_video["decode_twice"]),
+            "kept_frames_mb": round(searched * 1080 * 1920 * 3 / 2**20),
+        },
     }
 
 
@@ -368,8 +579,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2, help="images per backbone call (backbone, allocator)")
     parser.add_argument("--alloc-images", type=int, default=8, help="images per call in the `allocator` section")
     parser.add_argument("--alloc-depth", type=int, default=3, help="ViT-B blocks in the `allocator` section")
-    parser.add_argument("--e2e-depth", type=int, default=1, help="backbone blocks in the `queries` section")
-    parser.add_argument("--e2e-rounds", type=int, default=2, help="rounds of the `queries` section")
+    parser.add_argument("--queries-depth", type=int, default=1, help="backbone blocks in the `queries` section")
+    parser.add_argument("--queries-rounds", type=int, default=2, help="rounds of the `queries` section")
+    parser.add_argument("--e2e-depth", type=int, default=12, help="ViT-B blocks in the `e2e` section (12 = all)")
     parser.add_argument("--video-seconds", type=float, default=6.0, help="length of the generated 1080p video")
     parser.add_argument("--output", type=Path, help="also write the JSON here")
     args = parser.parse_args()

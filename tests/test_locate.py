@@ -197,3 +197,47 @@ def test_locate_interrupted_while_writing_leaves_none_of_its_outputs(
     monkeypatch.setattr(locate_module, "_video_frames", frames_of)
     assert locate(video, tiny_weights, out, "--query-frame", "15", "--query-box", "50,20,20,20") == 0
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "scores.png", "track.json", "track.mp4"]
+
+
+def test_locate_decodes_the_video_once_and_renders_what_decoding_again_renders(
+    video: Path, tiny_weights: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The searched frames are kept for track.mp4 (one decoding pass); above the memory cap the video is decoded a
+    second time. Both hand the encoder the same frames (its bytes are not reproducible) and write the same
+    track.json."""
+    import torch
+
+    import prvql.engine.locate as locate_module
+    from prvql.engine.locate_video import KEEP_FRAMES_MB, Query, locate_video
+    from prvql.engine.trained_model import load_inference_model
+
+    cfg, model = load_inference_model(None, tiny_weights)
+    passes, encoded = [], []
+    iter_resampled, write_video_of = VideoReader.iter_resampled, locate_module.write_video
+
+    def counted(reader, *args, **kwargs):
+        passes.append(args)
+        return iter_resampled(reader, *args, **kwargs)
+
+    def recorded(path, frames, fps):
+        encoded.append([frame.copy() for frame in frames])
+        return write_video_of(path, encoded[-1], fps)
+
+    monkeypatch.setattr(VideoReader, "iter_resampled", counted)
+    monkeypatch.setattr(locate_module, "write_video", recorded)
+    query = Query(frame=15, search="before", box=(50.0, 20.0, 70.0, 40.0))
+    frame_mb = HEIGHT * WIDTH * 3 / 2**20
+    reports = []
+    # 8 frames searched: all kept by default; a cap of 5.5 frames drops them at the 6th and decodes again
+    for keep_mb, decoding_passes in ((KEEP_FRAMES_MB, 1), (5.5 * frame_mb, 2)):
+        passes.clear()
+        out = tmp_path / f"keep{keep_mb}"
+        located = locate_video(
+            cfg, model, torch.device("cpu"), video, query, out, name="walk.mp4", keep_frames_mb=keep_mb
+        )
+        assert len(located.result) == 8 and len(passes) == decoding_passes
+        reports.append((out / "track.json").read_text())
+    kept, decoded_again = encoded
+    assert len(kept) == len(decoded_again) == 8 + 1  # the searched frames, then the query frame
+    assert all(np.array_equal(a, b) for a, b in zip(kept, decoded_again, strict=True))
+    assert reports[0] == reports[1]
