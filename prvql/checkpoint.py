@@ -61,8 +61,9 @@ def load_trainable_state(
     model: nn.Module, tensors: dict[str, Tensor], source: str | Path, everything: bool = False
 ) -> None:
     """Copy ``tensors`` into ``model``; every trainable key (``everything``: every key of the model's state dict)
-    must be there with the right shape, and nothing else. With ``everything`` the tensors are assigned, not copied,
-    so parts of ``model`` built on the meta device receive them.
+    must be there with the right shape, and nothing else. The values are copied into the model's own tensors (an
+    optimizer built on them stays valid); only a model with parts on the meta device (built without initialising
+    what the file replaces) is assigned the file's tensors instead.
 
     Raises:
         CheckpointError: naming ``source`` and the first missing, unexpected or mis-shaped key.
@@ -78,7 +79,8 @@ def load_trainable_state(
     for key in tensors:
         if key not in expected:
             raise CheckpointError(f"{source}: unexpected key '{key}' (the file does not fit this model)")
-    model.load_state_dict(tensors, strict=False, assign=everything)
+    on_meta = any(t.is_meta for t in expected.values())
+    model.load_state_dict(tensors, strict=False, assign=on_meta)
 
 
 def save_weights(

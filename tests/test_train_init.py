@@ -46,3 +46,25 @@ def test_a_new_run_starts_from_init_weights(synth_root: Path, tiny_weights: Path
 def test_init_weights_of_another_model_is_refused(synth_root: Path, tiny_weights: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="tiny.safetensors"):
         fit(_cfg(synth_root, "model.dim=40", f"train.init_weights={tiny_weights}"), tmp_path / "run", device="cpu")
+
+
+def test_self_contained_weights_load_into_a_live_model_in_place(tmp_path: Path) -> None:
+    """A self-contained file (backbone included) copied into a built model: the parameter objects an optimizer
+    holds stay the model's, and they get the file's values."""
+    from prvql.checkpoint import load_weights, save_weights
+    from prvql.model import build_prvql
+
+    cfg = load_config("tiny", ["model.backbone.weights=null"])
+    torch.manual_seed(1)
+    source = build_prvql(cfg.model)
+    path = tmp_path / "all.safetensors"
+    save_weights(source, path, cfg, include_backbone=True)
+    torch.manual_seed(2)
+    model = build_prvql(cfg.model)
+    before = [id(p) for p in model.parameters()]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    load_weights(model, path)
+    assert [id(p) for p in model.parameters()] == before
+    assert {id(p) for group in optimizer.param_groups for p in group["params"]} <= set(before)
+    expected = source.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
