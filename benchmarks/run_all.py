@@ -404,7 +404,7 @@ def cli_window(preset: str, overrides: list[str]) -> tuple[Callable, Callable]:
     """``*_cli``'s (warm_up, window): the preset as ``prvql predict``/``locate`` run it, batch norms folded (as
     ``load_inference_model``) and the Predictor embedding once per clip."""
     from prvql.commands.bench import _clip
-    from prvql.engine.inference import ClipQuery, build_predictor
+    from prvql.engine.inference import ClipQuery, PredictorStats, build_predictor
 
     cfg, model = paper_model(preset, overrides)
     predictor = build_predictor(cfg, model.fuse_for_inference())
@@ -419,7 +419,7 @@ def cli_window(preset: str, overrides: list[str]) -> tuple[Callable, Callable]:
 
     def window(query: torch.Tensor) -> dict:
         t = cfg.model.num_frames
-        predictor.stats.__init__()
+        predictor.stats = PredictorStats()
         predictor.predict_clip(_clip(t, *E2E_FRAME_SIZE), [ClipQuery("q", query, t)])
         st = predictor.stats
         return {"decode_s": st.decode_seconds, "backbone_s": st.backbone_seconds, "stages_s": st.stage_seconds}
@@ -495,7 +495,7 @@ def bench_e2e(args: argparse.Namespace) -> dict:
 def bench_decode(args: argparse.Namespace) -> dict:
     from prvql.data.transforms import prepare_frames
     from prvql.data.video import VideoReader, write_video
-    from prvql.engine.inference import build_predictor
+    from prvql.engine.inference import PredictorStats, build_predictor
     from prvql.engine.locate import locate
     from prvql.engine.locate_video import KEEP_FRAMES_MB, Query, locate_video
     from prvql.engine.postprocess import build_postprocessor
@@ -534,7 +534,7 @@ def bench_decode(args: argparse.Namespace) -> dict:
             stream = (f for _, f in reader.iter_resampled(cfg.inference.fps))
             locate(predictor, postprocessor, stream, query, num_frames=len(sampled))
 
-    predictor.stats.__init__()
+    predictor.stats = PredictorStats()
     loc = interleaved({"locate": run_locate}, args.rounds)["locate"]
     stats = predictor.stats
     query_box = (800.0, 400.0, 1100.0, 700.0)
