@@ -13,7 +13,9 @@ Runs, for one weights file:
 
 Writes ``OUT/summary.json`` and ``OUT/summary.md`` (a markdown table for docs/DEMO.md), and prints the table.
 ``--checkpoint RUN/checkpoint.pt`` evaluates a running training job's latest state (exported to
-``OUT/weights.safetensors`` first).
+``OUT/weights.safetensors`` first). ``--set KEY=VALUE`` (e.g. the post-processing chosen on a validation split by
+benchmarks/tune_postprocess.py) is written into the config of ``OUT/weights.safetensors``, which is then the file
+evaluated everywhere, demo seeds included: the file to ship is the file measured.
 
     python benchmarks/demo_heldout.py --weights prvql/weights/demo.safetensors \
         --annotations /work/runs/synth-v2/heldout/vq_val.json --clips /work/runs/synth-v2/heldout/clips \
@@ -138,19 +140,36 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export_checkpoint(checkpoint: Path, out: Path) -> Path:
-    """Weights file (with config) of a training checkpoint's trainable state."""
+def export_checkpoint(checkpoint: Path, out: Path, overrides: list[str]) -> Path:
+    """Weights file (with config, ``overrides`` applied) of a training checkpoint's trainable state."""
     from prvql.checkpoint import load_trainable_state, load_training_checkpoint, save_weights
-    from prvql.config import config_from_dict
+    from prvql.config import apply_overrides, config_from_dict
     from prvql.model import build_prvql
 
     state = load_training_checkpoint(checkpoint)
-    cfg = config_from_dict(state["config"])
+    cfg = apply_overrides(config_from_dict(state["config"]), overrides)
     model = build_prvql(cfg.model)
     load_trainable_state(model, state["model"], checkpoint)
     path = out / "weights.safetensors"
     save_weights(model, path, cfg, extra={"iteration": str(state["iteration"])})
     print(f"{checkpoint}: iteration {state['iteration']} -> {path}")
+    return path
+
+
+def rewrite_weights(weights: Path, out: Path, overrides: list[str]) -> Path:
+    """A copy of a weights file with ``overrides`` applied to its config (tensors and other metadata unchanged)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from prvql.checkpoint import load_weights_config
+    from prvql.config import apply_overrides, config_to_dict
+
+    with safe_open(str(weights), "pt") as f:
+        metadata = dict(f.metadata())
+    metadata["config"] = json.dumps(config_to_dict(apply_overrides(load_weights_config(weights), overrides)))
+    path = out / "weights.safetensors"
+    save_file(load_file(str(weights)), str(path), metadata=metadata)
+    print(f"{weights} with {' '.join(overrides)} -> {path}")
     return path
 
 
@@ -164,11 +183,17 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--seeds", type=int, default=12, help="demo seeds 0..N-1 (default 12; 0 skips)")
     parser.add_argument("--resume", action="store_true", help="reuse the score cache of an earlier run")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable), see above"
+    )
     args = parser.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
     if args.checkpoint is not None:
-        args.weights = str(export_checkpoint(args.checkpoint, args.out))
+        args.weights = str(export_checkpoint(args.checkpoint, args.out, args.set))
+    elif args.set:
+        shipped = Path(args.weights) if args.weights else HERE.parent / "prvql" / "weights" / "demo.safetensors"
+        args.weights = str(rewrite_weights(shipped, args.out, args.set))
     predictions = args.out / "predictions.json"
     weights = ["--weights", args.weights] if args.weights else []
     predict = ["predict", *weights, "--annotations", str(args.annotations), "--clips", str(args.clips)]
@@ -182,6 +207,7 @@ def main() -> None:
     summary = {
         "weights": args.weights or "prvql/weights/demo.safetensors",
         "annotations": str(args.annotations),
+        "overrides": args.set,
         "model": _evaluate(args.annotations, predictions),
         "baseline": _evaluate(args.annotations, baseline),
     }

@@ -93,6 +93,16 @@ def test_median_filter_removes_a_one_frame_spike():
         smooth_scores(np.zeros(3), 2)
 
 
+def test_median_filter_longer_than_the_curve_zero_pads_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        smoothed = smooth_scores(np.array([0.2, 0.8, 0.6]), 5)
+    # zero-padded to [0, 0, 0.2, 0.8, 0.6, 0, 0]: medians of 5 around each of the three frames
+    np.testing.assert_allclose(smoothed, [0.2, 0.2, 0.2])
+
+
 def test_postprocessor_builds_the_track_from_frame_boxes():
     scores = np.array([0.1, 0.2, 0.5, 0.9, 0.6, 0.5, 0.1, 0.1])
     boxes = np.arange(32, dtype=float).reshape(8, 4)

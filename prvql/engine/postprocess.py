@@ -2,7 +2,8 @@
 
 Given the occurrence score of every searched frame ``0 .. N-1`` (the frames before the query frame):
 
-1. smooth with a median filter (``scipy.signal.medfilt``, zero-padded ends; kernel 1 = no smoothing);
+1. smooth with a median filter (``scipy.signal.medfilt``, zero-padded ends, also when the curve is shorter than
+   the kernel; kernel 1 = no smoothing);
 2. find the local peaks (``scipy.signal.find_peaks``; a flat-topped peak counts once, at the middle of its plateau);
 3. keep the peaks scoring more than ``peak_ratio`` times the highest peak, and take the MOST RECENT of them;
 4. grow a contiguous window around it while the smoothed score is >= ``track_ratio`` times the peak's score;
@@ -17,6 +18,7 @@ stops at frame 1 and the forward growth at frame N-2 (neither end frame is added
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,7 +65,11 @@ def smooth_scores(scores: np.ndarray, kernel: int) -> np.ndarray:
     """Median filter of a [N] score curve with an odd ``kernel`` (1 returns the scores as float64)."""
     _check_kernel(kernel)
     scores = np.asarray(scores, dtype=np.float64)
-    return scores.copy() if kernel == 1 else medfilt(scores, kernel_size=kernel)
+    if kernel == 1:
+        return scores.copy()
+    with warnings.catch_warnings():  # a curve shorter than the kernel is zero-padded as documented: not news
+        warnings.filterwarnings("ignore", message="kernel_size exceeds volume extent")
+        return medfilt(scores, kernel_size=kernel)
 
 
 def _peaks(smoothed: np.ndarray, reach_ends: bool) -> np.ndarray:
