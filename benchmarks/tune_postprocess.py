@@ -1,4 +1,4 @@
-"""Choose the post-processing settings (median kernel, peak ratio, track ratio) on a validation set.
+"""Choose the post-processing settings (median kernel, peak ratio, track ratio, track score) on a validation set.
 
 The model is not run again: the per-query score curves and boxes that ``prvql predict`` cached
 (``OUTPUT.cache/<key>.npz``) are turned into response tracks under every combination of the grid, and each
@@ -6,7 +6,9 @@ combination is scored with the official VQ2D metrics. Prints the best rows and w
 
 Choose on a split the final numbers are NOT reported on (e.g. the training pools' ``vq_val.json``), then report
 the chosen setting once on the held-out set. The chosen values go into a config as
-``inference.median_kernel / inference.peak_ratio / inference.track_ratio``.
+``inference.median_kernel / inference.peak_ratio / inference.track_ratio / inference.score``. The track score
+changes only the AP metrics (tAP, stAP: it ranks the tracks); ``constant`` is what every published VQ2D result
+uses, ``peak`` (the smoothed score at the chosen peak) lets a confident track rank above a doubtful one.
 
     prvql predict --weights W --annotations val.json --clips clips --output runs/val.json
     python benchmarks/tune_postprocess.py --annotations val.json --cache runs/val.json.cache --out runs/tune.json
@@ -21,7 +23,7 @@ from pathlib import Path
 from prvql.atomic import atomic_write_json
 from prvql.data.annotations import load_annotations
 from prvql.engine.batch_predict import ScoreCache, tracks_from_cache
-from prvql.engine.postprocess import PostProcessor
+from prvql.engine.postprocess import SCORE_MODES, PostProcessor
 from prvql.metrics.evaluation import evaluate_predictions
 
 METRICS = ("tAP25", "stAP25", "success", "recovery", "tAP", "stAP")
@@ -33,6 +35,7 @@ def grid_search(
     kernels: list[int],
     peak_ratios: list[float],
     track_ratios: list[float],
+    score_modes: list[str],
     objective: list[str],
 ) -> list[dict]:
     """Every grid point with its metrics and ``objective`` score, best first (ties: the earlier grid point first).
@@ -43,14 +46,15 @@ def grid_search(
     annotations = load_annotations(annotations_path)
     cache = ScoreCache(cache_dir)
     rows = []
-    for kernel, peak_ratio, track_ratio in itertools.product(kernels, peak_ratios, track_ratios):
-        post = PostProcessor(median_kernel=kernel, peak_ratio=peak_ratio, track_ratio=track_ratio)
+    for kernel, peak_ratio, track_ratio, score in itertools.product(kernels, peak_ratios, track_ratios, score_modes):
+        post = PostProcessor(median_kernel=kernel, peak_ratio=peak_ratio, track_ratio=track_ratio, score_mode=score)
         metrics = evaluate_predictions(annotations, tracks_from_cache(annotations, cache, post)).overall.to_dict()
         rows.append(
             {
                 "median_kernel": kernel,
                 "peak_ratio": peak_ratio,
                 "track_ratio": track_ratio,
+                "score": score,
                 **{k: metrics[k] for k in METRICS},
             }
         )
@@ -71,6 +75,7 @@ def main() -> None:
     parser.add_argument("--kernels", default="1,3,5,7,9", help="median kernels (odd), comma-separated")
     parser.add_argument("--peak-ratios", default="0.5,0.6,0.7,0.79,0.85,0.9,0.95,1.0")
     parser.add_argument("--track-ratios", default="0.4,0.5,0.585,0.7,0.8,0.9")
+    parser.add_argument("--score-modes", default="constant,peak", help=f"track scores, from {', '.join(SCORE_MODES)}")
     parser.add_argument(
         "--objective",
         default="stAP25,success,recovery",
@@ -84,10 +89,19 @@ def main() -> None:
     unknown = sorted(set(objective) - set(METRICS))
     if unknown:
         parser.error(f"--objective: unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    score_modes = args.score_modes.split(",")
+    if not set(score_modes) <= set(SCORE_MODES):
+        parser.error(f"--score-modes: choose from {', '.join(SCORE_MODES)} (got {args.score_modes})")
     rows = grid_search(
-        args.annotations, args.cache, kernels, _floats(args.peak_ratios), _floats(args.track_ratios), objective
+        args.annotations,
+        args.cache,
+        kernels,
+        _floats(args.peak_ratios),
+        _floats(args.track_ratios),
+        score_modes,
+        objective,
     )
-    header = ["median_kernel", "peak_ratio", "track_ratio", *METRICS, "objective"]
+    header = ["median_kernel", "peak_ratio", "track_ratio", "score", *METRICS, "objective"]
     print("| " + " | ".join(header) + " |")
     print("|---" * len(header) + "|")
     for row in rows[: args.top]:

@@ -43,32 +43,50 @@ def _query(first: int, last: int) -> dict:
     }
 
 
-def _files(tmp_path: Path) -> tuple[Path, Path]:
-    """Two queries whose true sightings are frames 10-14 and 20-24; each curve also has a LATER one-frame spike,
-    so only a median filter of 3 or more (which removes the spike) finds the sightings."""
+def _files(tmp_path: Path, curves: dict[str, np.ndarray] | None = None) -> tuple[Path, Path]:
+    """Two queries whose true sightings are frames 10-14 and 20-24. By default each curve also has a LATER
+    one-frame spike, so only a median filter of 3 or more (which removes the spike) finds the sightings."""
     clip = {"clip_uid": "c0", "clip_fps": 5.0, "video_start_frame": 0, "video_end_frame": 300}
     clip["annotations"] = [{"annotation_uid": "a", "query_sets": {"1": _query(10, 14), "2": _query(20, 24)}}]
     annotations = tmp_path / "vq_val.json"
     annotations.write_text(json.dumps({"version": "1.0.5", "videos": [{"video_uid": "v", "clips": [clip]}]}))
     cache = ScoreCache(tmp_path / "cache")
     cache.root.mkdir()
-    for key, (first, spike) in {"a_1": (10, 30), "a_2": (20, 35)}.items():
-        scores = np.full(40, 0.1, dtype=np.float32)
-        scores[first : first + 5] = 0.9
-        scores[spike] = 0.95
+    if curves is None:
+        curves = {}
+        for key, (first, spike) in {"a_1": (10, 30), "a_2": (20, 35)}.items():
+            curves[key] = np.full(40, 0.1, dtype=np.float32)
+            curves[key][first : first + 5] = 0.9
+            curves[key][spike] = 0.95
+    for key, scores in curves.items():
         cache.save(key, FrameScores(scores=scores, boxes=np.tile(np.float32(BOX), (40, 1))))
     return annotations, cache.root
 
 
 def test_grid_search_ranks_the_smoothing_that_finds_the_sightings_first(tmp_path: Path) -> None:
     annotations, cache = _files(tmp_path)
-    rows = tune_postprocess.grid_search(annotations, cache, [1, 3], [0.79], [0.5, 0.99], ["stAP25", "success"])
+    rows = tune_postprocess.grid_search(
+        annotations, cache, [1, 3], [0.79], [0.5, 0.99], ["constant"], ["stAP25", "success"]
+    )
     assert len(rows) == 4
     best = rows[0]
     assert best["median_kernel"] == 3 and best["success"] == 100.0 and best["stAP25"] == 1.0
     assert best["objective"] == 1.0
     unsmoothed = [r for r in rows if r["median_kernel"] == 1]
     assert all(r["success"] == 0.0 and r["objective"] < 0.5 for r in unsmoothed)  # the spikes win without it
+
+
+def test_peak_scores_rank_the_confident_track_first(tmp_path: Path) -> None:
+    """Query 1 gets a confident right track, query 2 (last in the file) a doubtful wrong one: with constant scores
+    the AP ranking is the reverse file order, as upstream ranks ties (wrong first: stAP25 0.25); with peak scores
+    the right one leads (0.5)."""
+    right, wrong = np.full(40, 0.1, dtype=np.float32), np.full(40, 0.1, dtype=np.float32)
+    right[10:15], wrong[30:35] = 0.9, 0.3
+    annotations, cache = _files(tmp_path, {"a_1": right, "a_2": wrong})
+    rows = tune_postprocess.grid_search(annotations, cache, [1], [0.79], [0.5], ["constant", "peak"], ["stAP25"])
+    by_mode = {r["score"]: r for r in rows}
+    assert by_mode["constant"]["stAP25"] == 0.25 and by_mode["peak"]["stAP25"] == 0.5
+    assert rows[0]["score"] == "peak" and by_mode["peak"]["success"] == by_mode["constant"]["success"] == 50.0
 
 
 def test_cli_writes_every_row_and_rejects_an_unknown_metric(tmp_path: Path) -> None:
@@ -79,6 +97,6 @@ def test_cli_writes_every_row_and_rejects_an_unknown_metric(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     written = json.loads(out.read_text())
     assert written["objective"] == ["stAP25", "success", "recovery"]
-    assert len(written["rows"]) == 2 * 8 * 6 and written["rows"][0]["median_kernel"] == 3
+    assert len(written["rows"]) == 2 * 8 * 6 * 2 and written["rows"][0]["median_kernel"] == 3
     bad = subprocess.run([*base, "--objective", "stAP9"], capture_output=True, text=True)
     assert bad.returncode == 2 and "stAP9" in bad.stderr
