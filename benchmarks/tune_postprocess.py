@@ -24,6 +24,7 @@ from prvql.atomic import atomic_write_json
 from prvql.data.annotations import load_annotations
 from prvql.engine.batch_predict import ScoreCache, tracks_from_cache
 from prvql.engine.postprocess import SCORE_MODES, PostProcessor
+from prvql.errors import PRVQLError
 from prvql.metrics.evaluation import evaluate_predictions
 
 METRICS = ("tAP25", "stAP25", "success", "recovery", "tAP", "stAP")
@@ -84,7 +85,6 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=10, help="rows to print")
     parser.add_argument("--out", type=Path, help="write every row here (JSON)")
     args = parser.parse_args()
-    kernels = [int(k) for k in args.kernels.split(",")]
     objective = args.objective.split(",")
     unknown = sorted(set(objective) - set(METRICS))
     if unknown:
@@ -92,15 +92,13 @@ def main() -> None:
     score_modes = args.score_modes.split(",")
     if not set(score_modes) <= set(SCORE_MODES):
         parser.error(f"--score-modes: choose from {', '.join(SCORE_MODES)} (got {args.score_modes})")
-    rows = grid_search(
-        args.annotations,
-        args.cache,
-        kernels,
-        _floats(args.peak_ratios),
-        _floats(args.track_ratios),
-        score_modes,
-        objective,
-    )
+    try:
+        grid = [int(k) for k in args.kernels.split(",")], _floats(args.peak_ratios), _floats(args.track_ratios)
+        for kernel, peak_ratio, track_ratio in itertools.product(*grid):  # bad values: one line, before any work
+            PostProcessor(median_kernel=kernel, peak_ratio=peak_ratio, track_ratio=track_ratio)
+        rows = grid_search(args.annotations, args.cache, *grid, score_modes, objective)
+    except (ValueError, PRVQLError) as exc:
+        parser.error(str(exc))
     header = ["median_kernel", "peak_ratio", "track_ratio", "score", *METRICS, "objective"]
     print("| " + " | ".join(header) + " |")
     print("|---" * len(header) + "|")

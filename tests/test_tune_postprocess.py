@@ -98,5 +98,13 @@ def test_cli_writes_every_row_and_rejects_an_unknown_metric(tmp_path: Path) -> N
     written = json.loads(out.read_text())
     assert written["objective"] == ["stAP25", "success", "recovery"]
     assert len(written["rows"]) == 2 * 8 * 6 * 2 and written["rows"][0]["median_kernel"] == 3
-    bad = subprocess.run([*base, "--objective", "stAP9"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "stAP9" in bad.stderr
+    for args, message in [
+        (["--objective", "stAP9"], "stAP9"),
+        (["--kernels", "2"], "odd"),
+        (["--peak-ratios", "1.5"], "peak_ratio"),
+        (["--kernels", "x"], "invalid literal"),
+    ]:
+        bad = subprocess.run([*base, *args], capture_output=True, text=True)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, (args, bad.stderr)
+    missing = subprocess.run([*base[:3], str(tmp_path / "nope.json"), *base[4:]], capture_output=True, text=True)
+    assert missing.returncode == 2 and "nope.json" in missing.stderr and "Traceback" not in missing.stderr
