@@ -137,17 +137,31 @@ def test_config_without_weights_is_refused(video: Path, tmp_path: Path, capsys) 
     assert "--weights" in capsys.readouterr().err
 
 
-def test_default_model_paths_name_the_missing_file(monkeypatch, tmp_path: Path) -> None:
+def test_default_weights_path_names_the_missing_file(monkeypatch, tmp_path: Path) -> None:
     from prvql.engine import trained_model
     from prvql.errors import CheckpointError
 
     monkeypatch.setattr(trained_model, "PACKAGE_DIR", tmp_path)
-    with pytest.raises(CheckpointError, match="demo.yaml"):
-        trained_model.default_model_paths()
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "demo.yaml").write_text("{}\n")
     with pytest.raises(CheckpointError, match="demo.safetensors"):
-        trained_model.default_model_paths()
+        trained_model.default_weights_path()
+
+
+def test_the_default_model_runs_with_the_config_stored_in_its_weights(
+    monkeypatch, tmp_path: Path, tiny_cfg, tiny_model
+) -> None:
+    """The shipped model's post-processing was chosen for it and written into its file: without --config the
+    commands must use that, not the preset's defaults."""
+    from prvql.checkpoint import save_weights
+    from prvql.config import apply_overrides
+    from prvql.engine import trained_model
+
+    stored = apply_overrides(tiny_cfg, ["inference.median_kernel=7", "inference.peak_ratio=0.42"])
+    (tmp_path / "weights").mkdir()
+    save_weights(tiny_model, tmp_path / "weights" / "demo.safetensors", stored)
+    monkeypatch.setattr(trained_model, "PACKAGE_DIR", tmp_path)
+    cfg, _ = trained_model.load_inference_model(None, None)
+    assert (cfg.inference.median_kernel, cfg.inference.peak_ratio) == (7, 0.42)
+    assert cfg.model == tiny_cfg.model
 
 
 def test_crop_box_widens_to_whole_pixels_and_stays_inside() -> None:

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from prvql.engine.inference import build_predictor
     from prvql.engine.postprocess import build_postprocessor
     from prvql.engine.predictions import write_predictions
-    from prvql.engine.trained_model import default_model_paths, load_inference_model
+    from prvql.engine.trained_model import default_weights_path, load_inference_model
     from prvql.paths import check_input_dir, check_output_dir, check_output_file
 
     check_output_file(args.output, "--output")
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if info.is_main:
             cache.root.mkdir(parents=True, exist_ok=True)
-            weights = args.weights if args.weights is not None else default_model_paths()[1]
+            weights = args.weights if args.weights is not None else default_weights_path()
             cache.write_meta(config_to_dict(cfg), weights, args.resume)
             for marker in cache.root.glob("done.*.json"):
                 marker.unlink()

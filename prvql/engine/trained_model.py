@@ -25,19 +25,17 @@ logger = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
-def default_model_paths() -> tuple[Path, Path]:
-    """(config, weights) of the demo model shipped in the package: ``prvql/configs/demo.yaml`` and
-    ``prvql/weights/demo.safetensors``.
+def default_weights_path() -> Path:
+    """The demo model shipped in the package, ``prvql/weights/demo.safetensors``. Its config, post-processing
+    included, is the one stored in the file (the ``demo`` preset is what new demo models are trained with).
 
     Raises:
-        CheckpointError: if either file is absent from this installation.
+        CheckpointError: if the file is absent from this installation.
     """
-    config = PACKAGE_DIR / "configs" / "demo.yaml"
     weights = PACKAGE_DIR / "weights" / "demo.safetensors"
-    for path in (config, weights):
-        if not path.is_file():
-            raise CheckpointError(f"{path}: the shipped demo model is missing; pass --config and --weights")
-    return config, weights
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: the shipped demo model is missing; pass --weights")
+    return weights
 
 
 def load_inference_model(
@@ -50,7 +48,8 @@ def load_inference_model(
         config: config file, preset or :class:`Config`; ``None`` = the config stored in the weights file.
         weights: ``prvql.checkpoint.save_weights`` file (the trainable parts, the backbone then coming from
             ``cfg.model.backbone.weights``; or a self-contained file), or an authors' ``.pth`` checkpoint.
-            ``config`` and ``weights`` both None = the shipped demo model (:func:`default_model_paths`).
+            ``config`` and ``weights`` both None = the shipped demo model with its stored config
+            (:func:`default_weights_path`).
         overrides: dotted ``key=value`` overrides applied last.
 
     Raises:
@@ -64,7 +63,7 @@ def load_inference_model(
     from prvql.model.released_weights import load_released
 
     if config is None and weights is None:
-        config, weights = default_model_paths()
+        weights = default_weights_path()
     if weights is None:
         raise ConfigError("--config needs --weights (a model with random weights finds nothing)")
     if Path(weights).suffix != ".safetensors":
