@@ -188,7 +188,8 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a training checkpoint on the CPU with ``weights_only=True`` (:func:`torch_load_untrusted`).
 
     Raises:
-        CheckpointError: missing, corrupt, or lacking one of :data:`CHECKPOINT_KEYS`.
+        CheckpointError: missing, corrupt, lacking one of :data:`CHECKPOINT_KEYS`, or with a ``model`` that is not
+            name -> tensor, an ``iteration`` that is not a non-negative integer or a ``config`` that is not a mapping.
     """
     state = torch_load_untrusted(path, "checkpoint")
     if not isinstance(state, dict):
@@ -196,6 +197,14 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     for key in CHECKPOINT_KEYS:
         if key not in state:
             raise CheckpointError(f"{path}: missing key '{key}' (not a prvql training checkpoint)")
+    model = state["model"]
+    if not isinstance(model, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in model.items()):
+        raise CheckpointError(f"{path}: 'model' is not a mapping of names to tensors (not a prvql training checkpoint)")
+    iteration = state["iteration"]
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+        raise CheckpointError(f"{path}: 'iteration' is {iteration!r}, not a non-negative integer")
+    if not isinstance(state["config"], dict):
+        raise CheckpointError(f"{path}: 'config' is not a mapping (not a prvql training checkpoint)")
     return state
 
 

@@ -60,11 +60,16 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, tiny_cfg: Conf
     _checkpoint(tmp_path / "a.pt", tiny_cfg, 10, seed=1)
     _checkpoint(tmp_path / "big.pt", apply_overrides(tiny_cfg, ["model.input_size=140"]), 20, seed=2)
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    good = torch.load(tmp_path / "a.pt", weights_only=True)
+    malformed = {"config": "x", "iteration": "a", "model": {"stage.weight": 1}}
+    for field, value in malformed.items():  # fields of the wrong type: refused when read, not a traceback later
+        torch.save({**good, field: value}, tmp_path / f"bad_{field}.pt")
     out = tmp_path / "avg.safetensors"
     for args, names in (
         ([str(tmp_path / "a.pt"), str(tmp_path / "nope.pt")], "nope.pt"),
         ([str(tmp_path / "a.pt"), str(tmp_path / "corrupt.pt")], "corrupt.pt"),
         ([str(tmp_path / "a.pt"), str(tmp_path / "big.pt")], "big.pt"),
+        *(([str(tmp_path / "a.pt"), str(tmp_path / f"bad_{f}.pt")], f"'{f}'") for f in malformed),
         ([str(tmp_path / "a.pt"), "--set", "model.nope=1"], "model.nope"),
     ):
         done = _run(*args, "--output", str(out))
