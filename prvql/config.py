@@ -41,6 +41,7 @@ class BackboneConfig:
     weights: str | None = None
     frozen: bool = True
     depth: int | None = None  # ViTs only: keep the first `depth` blocks (CPU tests); None = the full network
+    finetune_stages: int = 0  # efficientnet_lite0 only: its last N block stages train with the model (0 = frozen)
 
 
 @dataclass

