@@ -1,4 +1,5 @@
-"""model.backbone.finetune_stages: the demo backbone's last stages train with the model and travel in its weights."""
+"""model.backbone.finetune_stages: the demo backbone's last stages train with the model and travel in its weights
+(scripts/resize_weights.py adding them to an init file: tests/test_resize_weights.py)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def test_fine_tuned_stage_gets_gradients_and_is_part_of_the_weights(tmp_path: Pa
     torch.manual_seed(1)
     loaded = build_prvql(cfg.model)
     load_weights(loaded, path)
-    model.eval(), loaded.eval()
+    model.eval()
+    loaded.eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(frames, query)["logits"], model(frames, query)["logits"])
 
@@ -62,23 +64,3 @@ def test_fine_tuned_stage_gets_gradients_and_is_part_of_the_weights(tmp_path: Pa
 def test_only_efficientnet_can_fine_tune() -> None:
     with pytest.raises(ConfigError, match="model.backbone.finetune_stages"):
         build_prvql(load_config("tiny", ["model.backbone.finetune_stages=1"]).model)
-
-
-def test_resize_weights_adds_the_backbone_stages_to_a_frozen_models_weights(tmp_path: Path) -> None:
-    import importlib.util
-
-    script = Path(__file__).resolve().parent.parent / "scripts" / "resize_weights.py"
-    spec = importlib.util.spec_from_file_location("resize_weights", script)
-    resize_weights = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(resize_weights)
-    torch.manual_seed(3)
-    frozen = build_prvql(_cfg("model.backbone.weights=package", "model.backbone.finetune_stages=0").model)
-    old = trainable_state_dict(frozen)
-    cfg = _cfg("model.backbone.weights=package", "model.backbone.finetune_stages=2")
-    model, fresh = resize_weights.resized_model(old, cfg)
-    new = trainable_state_dict(model)
-    assert sorted(fresh) == sorted(k for k in new if k.startswith("backbone."))  # the stages keep the backbone's own
-    assert {k.split(".")[2] for k in fresh} == {str(len(model.backbone.body) - i) for i in (1, 2)}
-    assert all(torch.equal(new[k], old[k]) for k in old)
-    for key in fresh:
-        torch.testing.assert_close(new[key], frozen.state_dict()[key])  # ImageNet, not random

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from prvql.checkpoint import load_weights, trainable_state_dict
-from prvql.config import apply_overrides
+from prvql.config import Config, apply_overrides, load_config
 from prvql.model import build_prvql
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,3 +66,23 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, tiny_weigh
         )
         assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
         assert not out.exists()
+
+
+def _demo_cfg(*overrides: str) -> Config:
+    """The demo preset, small enough for a CPU test."""
+    small = ["model.input_size=64", "model.num_frames=4", "model.dim=16", "model.cab.num_heads=2"]
+    return load_config("demo", [*small, "model.temporal.num_heads=2", "model.qfr.num_heads=2", *overrides])
+
+
+def test_resize_weights_adds_the_backbone_stages_to_a_frozen_models_weights() -> None:
+    torch.manual_seed(3)
+    frozen = build_prvql(_demo_cfg("model.backbone.weights=package", "model.backbone.finetune_stages=0").model)
+    old = trainable_state_dict(frozen)
+    cfg = _demo_cfg("model.backbone.weights=package", "model.backbone.finetune_stages=2")
+    model, fresh = resize_weights.resized_model(old, cfg)
+    new = trainable_state_dict(model)
+    assert sorted(fresh) == sorted(k for k in new if k.startswith("backbone."))  # the stages keep the backbone's own
+    assert {k.split(".")[2] for k in fresh} == {str(len(model.backbone.body) - i) for i in (1, 2)}
+    assert all(torch.equal(new[k], old[k]) for k in old)
+    for key in fresh:
+        torch.testing.assert_close(new[key], frozen.state_dict()[key])  # ImageNet, not random
