@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from prvql.config import load_config
+from prvql.config import Config, load_config
 from prvql.criterion import Targets, build_criterion
 from prvql.engine.schedule import build_optimizer
 from prvql.engine.train import set_train_mode
@@ -42,6 +42,43 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class RandomTrainStep:
+    """One training iteration (forward, losses, backward, clipping, AdamW step) of a fresh model on a fixed random
+    batch: frames [B, T, 3, S, S] and query [B, 3, S, S] drawn once, a target box in every other frame.
+
+    Args:
+        cfg: the configuration (model, loss and optimiser settings; ``train.grad_clip``).
+        device: where the model and batch live.
+        batch_size: windows B per step.
+        bf16: bf16 autocast around the forward pass and losses.
+    """
+
+    def __init__(self, cfg: Config, device: torch.device, batch_size: int, bf16: bool) -> None:
+        torch.manual_seed(0)
+        self.model = build_prvql(cfg.model).to(device)
+        set_train_mode(self.model, cfg.train.whole_model_eval)
+        self.criterion = build_criterion(cfg.loss, cfg.model.num_stages)
+        self.optimizer = build_optimizer(self.model, cfg.train.lr, cfg.train.weight_decay)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.grad_clip = cfg.train.grad_clip
+        self.device, self.bf16 = device, bf16
+        b, t, s = batch_size, cfg.model.num_frames, cfg.model.input_size
+        self.frames = torch.randn(b, t, 3, s, s, device=device)
+        self.query = torch.randn(b, 3, s, s, device=device)
+        occurrence = (torch.arange(t, device=device) % 2 == 0).expand(b, t).clone()
+        boxes = torch.tensor([0.3, 0.3, 0.6, 0.55], device=device).expand(b, t, 4) * occurrence[..., None]
+        before = torch.ones(b, t, dtype=torch.bool, device=device)
+        self.targets = Targets(boxes=boxes, occurrence=occurrence, before_query=before)
+
+    def __call__(self) -> None:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.criterion(self.model(self.frames, self.query), self.targets)["loss"]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.optimizer.step()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="prvql_vitb14", help="config file or preset (default: prvql_vitb14)")
@@ -55,39 +92,21 @@ def main() -> None:
 
     cfg = load_config(args.config, ["model.backbone.weights=null", *args.overrides])
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = build_prvql(cfg.model).to(device)
-    set_train_mode(model, cfg.train.whole_model_eval)
-    criterion = build_criterion(cfg.loss, cfg.model.num_stages)
-    optimizer = build_optimizer(model, cfg.train.lr, cfg.train.weight_decay)
-    params = [p for p in model.parameters() if p.requires_grad]
+    step = RandomTrainStep(cfg, device, args.batch_size, bf16=args.bf16 and device.type == "cuda")
 
-    b, t, s = args.batch_size, cfg.model.num_frames, cfg.model.input_size
-    frames = torch.randn(b, t, 3, s, s, device=device)
-    query = torch.randn(b, 3, s, s, device=device)
-    occurrence = (torch.arange(t, device=device) % 2 == 0).expand(b, t).clone()
-    boxes = torch.tensor([0.3, 0.3, 0.6, 0.55], device=device).expand(b, t, 4) * occurrence[..., None]
-    batch = Targets(boxes=boxes, occurrence=occurrence, before_query=torch.ones(b, t, dtype=torch.bool, device=device))
-
-    def step() -> float:
+    def timed_step() -> float:
         _sync(device)
         start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16 and device.type == "cuda"):
-            outputs = model(frames, query)
-        loss = criterion(outputs, batch)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-        optimizer.step()
+        step()
         _sync(device)
         return time.perf_counter() - start
 
     for _ in range(args.warmup):
-        step()
-    times = [step() for _ in range(args.steps)]
+        timed_step()
+    times = [timed_step() for _ in range(args.steps)]
     _sync(device)
     start = time.perf_counter()
-    model.extract_features(torch.cat([query, frames.flatten(0, 1)]))
+    step.model.extract_features(torch.cat([step.query, step.frames.flatten(0, 1)]))
     _sync(device)
     backbone = time.perf_counter() - start
 
@@ -95,12 +114,12 @@ def main() -> None:
         "config": args.config,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "torch_threads": torch.get_num_threads(),
-        "batch_size": b,
-        "frames": t,
-        "input_size": s,
+        "batch_size": args.batch_size,
+        "frames": cfg.model.num_frames,
+        "input_size": cfg.model.input_size,
         "stages": cfg.model.num_stages,
         "backbone": cfg.model.backbone.name,
-        "trainable_params_m": round(sum(p.numel() for p in params) / 1e6, 2),
+        "trainable_params_m": round(sum(p.numel() for p in step.params) / 1e6, 2),
         "sec_per_iter_median": round(statistics.median(times), 3),
         "sec_per_iter_all": [round(x, 3) for x in times],
         "backbone_forward_sec": round(backbone, 3),

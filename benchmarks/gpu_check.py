@@ -26,13 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_train_step import RandomTrainStep
 
 from prvql.config import load_config
-from prvql.criterion import Targets, build_criterion
 from prvql.engine.inference import ClipQuery, build_predictor
 from prvql.engine.postprocess import build_postprocessor
-from prvql.engine.schedule import build_optimizer
-from prvql.engine.train import set_train_mode
 from prvql.model import build_prvql
 from prvql.model.head import AnchorHead
 
@@ -157,29 +155,9 @@ def bf16_agreement(model, cfg, device: torch.device, clips: int) -> dict:
 
 def training_step(cfg, device: torch.device, repeats: int) -> dict:
     """Seconds of one training iteration (batch ``train.batch_size``; bf16 autocast on CUDA as in training)."""
-    torch.manual_seed(0)
-    model = build_prvql(cfg.model).to(device)
-    set_train_mode(model, cfg.train.whole_model_eval)
-    criterion = build_criterion(cfg.loss, cfg.model.num_stages)
-    optimizer = build_optimizer(model, cfg.train.lr, cfg.train.weight_decay)
-    params = [p for p in model.parameters() if p.requires_grad]
-    b, t, s = cfg.train.batch_size, cfg.model.num_frames, cfg.model.input_size
-    frames = torch.randn(b, t, 3, s, s, device=device)
-    query = torch.randn(b, 3, s, s, device=device)
-    occurrence = (torch.arange(t, device=device) % 2 == 0).expand(b, t).clone()
-    boxes = torch.tensor([0.3, 0.3, 0.6, 0.55], device=device).expand(b, t, 4) * occurrence[..., None]
-    before = torch.ones(b, t, dtype=torch.bool, device=device)
-    targets = Targets(boxes=boxes, occurrence=occurrence, before_query=before)
+    b = cfg.train.batch_size
     bf16 = cfg.train.bf16 and device.type == "cuda"
-
-    def step() -> None:
-        with _autocast(device, bf16):
-            loss = criterion(model(frames, query), targets)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-        optimizer.step()
-
+    step = RandomTrainStep(cfg, device, b, bf16)
     _reset_peak(device)
     seconds = _time(step, device, repeats)
     return {"batch_size": b, "bf16": bf16, "seconds_per_step": round(seconds, 4), "peak_memory_mb": _peak_mb(device)}
