@@ -50,7 +50,7 @@ class RandomTrainStep:
         cfg: the configuration (model, loss and optimiser settings; ``train.grad_clip``).
         device: where the model and batch live.
         batch_size: windows B per step.
-        bf16: bf16 autocast around the forward pass and losses.
+        bf16: bf16 autocast around the forward pass (the losses in fp32, as in training).
     """
 
     def __init__(self, cfg: Config, device: torch.device, batch_size: int, bf16: bool) -> None:
@@ -72,7 +72,8 @@ class RandomTrainStep:
 
     def __call__(self) -> None:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss = self.criterion(self.model(self.frames, self.query), self.targets)["loss"]
+            outputs = self.model(self.frames, self.query)
+        loss = self.criterion(outputs, self.targets)["loss"]  # outside autocast, as in prvql.engine.train
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
