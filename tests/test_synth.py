@@ -82,6 +82,7 @@ def test_extraction_rerun_skips_valid_clips(synth_root: Path, capsys: pytest.Cap
         (["--workers", "0"], "--workers: must be in [1, 256] (got 0)"),
         (["--val-fraction", "1.5"], "--val-fraction: must be in [0, 1] (got 1.5)"),
         (["--fresh-patches", "-0.1"], "--fresh-patches: must be in [0, 1] (got -0.1)"),
+        (["--generated-objects", "1.5"], "--generated-objects: must be in [0, 1] (got 1.5)"),
         (["--seed", "-1"], "--seed: must be in [0, 2**63) (got -1)"),
     ],
 )

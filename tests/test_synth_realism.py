@@ -11,10 +11,12 @@ from PIL import Image
 
 from prvql.data.synth import SynthOptions, make_scene, render
 from prvql.data.synth_effects import Effects, apply_effects, make_effects
+from prvql.data.synth_generated import SIDE_RANGE, generated_picture
 from prvql.data.synth_imagery import (
     FRESH_PATCH_SOURCES,
     VIDEO_FRAME_SEPARATOR,
     ObjectSpec,
+    load_picture,
     load_video,
     object_image,
     object_specs,
@@ -194,3 +196,34 @@ def test_fresh_patch_cut_from_a_clip_frame_shows_that_frame() -> None:
     expected = frame[top:bottom, left:right]
     image = np.asarray(object_image(dataclasses.replace(spec, mask="rect"), max(expected.shape[:2])).convert("RGB"))
     assert image.shape == expected.shape and np.abs(image.astype(int) - expected).mean() < 3
+
+
+def test_generated_pictures_are_reproducible_distinct_and_colourful() -> None:
+    pictures = [generated_picture(seed, load_picture) for seed in range(12)]
+    assert np.array_equal(pictures[3], generated_picture(3, load_picture))  # a seed names one picture
+    for picture in pictures:
+        assert picture.dtype == np.uint8 and picture.shape[2] == 3
+        assert all(SIDE_RANGE[0] <= side <= SIDE_RANGE[1] for side in picture.shape[:2])
+        assert picture.std() > 10  # shapes over a base, not one flat colour
+    sizes = {p.shape for p in pictures}
+    means = np.stack([p.reshape(-1, 3).mean(axis=0) for p in pictures])
+    assert len(sizes) >= 10 and means.std(axis=0).min() > 15  # different shapes and colours per seed
+    chroma = np.mean([np.abs(p.astype(int) - p.mean(axis=2, keepdims=True)).mean() for p in pictures])
+    assert chroma > 15  # coloured, unlike the grey texture pictures some bases are cut from
+    plain = generated_picture(5, None)  # no texture pictures (no scikit-image): still drawn
+    assert plain.dtype == np.uint8 and plain.std() > 10
+
+
+def test_generated_objects_only_in_training_episodes_and_only_when_on() -> None:
+    opts = dataclasses.replace(SMALL, generated_objects=1.0)
+    titles = []
+    for seed in range(3):
+        scene = make_scene(np.random.default_rng(seed), opts, "train", 240)
+        titles += [t.title for t in scene.things if "(other colour)" not in t.title]
+        pixels = np.asarray(scene.things[0].image)
+        assert pixels[..., 3].any() and pixels[..., :3].std() > 10
+    assert titles and all(t.startswith("generated object ") for t in titles)
+    assert len(set(titles)) == len(titles)  # a new object every time
+    for pool, generated in (("heldout", 1.0), ("train", 0.0)):
+        scene = make_scene(np.random.default_rng(0), dataclasses.replace(SMALL, generated_objects=generated), pool, 240)
+        assert not any(t.title.startswith("generated object") for t in scene.things)

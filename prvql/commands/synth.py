@@ -38,6 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="probability that an object is a new random patch of the pool's pictures or clip frames (default 0: "
         "only the fixed objects); more object identities for training",
     )
+    parser.add_argument(
+        "--generated-objects",
+        type=float,
+        default=0.0,
+        help="probability that a training object is a new procedurally drawn one (shapes, strokes and characters "
+        "on a coloured base; never in held-out episodes; default 0)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes for rendering and clip extraction")
     parser.add_argument(
         "--clips-only",
@@ -69,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise PRVQLError(f"--width and --height must be even (got {args.width}x{args.height})")
     check_range("--val-fraction", args.val_fraction, 0, 1)
     check_range("--fresh-patches", args.fresh_patches, 0, 1)
+    check_range("--generated-objects", args.generated_objects, 0, 1)
     check_output_dir(args.out, "--out")
     opts = SynthOptions(
         frame_width=args.width,
@@ -79,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         distractors=args.distractors,
         split_imagery=args.split_imagery,
         fresh_patches=args.fresh_patches,
+        generated_objects=args.generated_objects,
     )
     report = write_synthetic_dataset(
         args.out,

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from prvql.data.synth_generated import GENERATED_PREFIX, generated_picture
+
 
 @dataclass(frozen=True)
 class ObjectSpec:
@@ -200,6 +202,14 @@ def random_patch_spec(rng: np.random.Generator, pool: str) -> ObjectSpec:
     return ObjectSpec(f"{source} patch at {top},{left}", source, (top, top + h, left, left + w), mask, pool)
 
 
+def generated_object_spec(rng: np.random.Generator) -> ObjectSpec:
+    """A new procedurally generated object (:mod:`prvql.data.synth_generated`), in the training pool."""
+    seed = int(rng.integers(2**62))
+    mask = "ellipse" if rng.random() < 0.5 else "rect"
+    height, width = load_picture(f"{GENERATED_PREFIX}{seed}").shape[:2]
+    return ObjectSpec(f"generated object {seed}", f"{GENERATED_PREFIX}{seed}", (0, height, 0, width), mask, "train")
+
+
 def object_specs(pool: str | None) -> tuple[ObjectSpec, ...]:
     """Objects of ``pool`` (``"train"``/``"heldout"``), or all of them for ``None``."""
     specs = OBJECTS if has_photographs() else _FALLBACK_OBJECTS
@@ -233,9 +243,18 @@ def _noise_picture(seed: int, size: int = 256) -> np.ndarray:
 MAX_PICTURE_SIDE = 640  # larger pictures are shrunk once when loaded (crops above use the shrunk size)
 
 
-@functools.cache
 def load_picture(name: str) -> np.ndarray:
-    """A picture as uint8 [H, W, 3] or [H, W, 4] (``logo``) or bool [H, W] (``horse``), long side <= 640."""
+    """A picture as uint8 [H, W, 3] or [H, W, 4] (``logo``) or bool [H, W] (``horse``), long side <= 640.
+    Generated objects (``generated_<seed>``) are drawn on each call (never cached: each is used once)."""
+    if name.startswith(GENERATED_PREFIX):
+        texture = _load_stored_picture if has_photographs() else None
+        return generated_picture(int(name.removeprefix(GENERATED_PREFIX)), texture)
+    return _load_stored_picture(name)
+
+
+@functools.cache
+def _load_stored_picture(name: str) -> np.ndarray:
+    """:func:`load_picture` for named pictures, noise and clip frames, decoded once."""
     if name.startswith("noise_"):
         return _noise_picture(int(name.split("_")[1]))
     if VIDEO_FRAME_SEPARATOR in name:

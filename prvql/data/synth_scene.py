@@ -20,6 +20,7 @@ from prvql.data.synth_effects import Effects, apply_effects, make_effects
 from prvql.data.synth_imagery import (
     background_image,
     background_names,
+    generated_object_spec,
     load_video,
     object_image,
     object_specs,
@@ -67,6 +68,7 @@ class SynthOptions:
     defocus: bool = True  # out-of-focus intervals
     jpeg: bool = True  # compression artefacts (most episodes)
     fresh_patches: float = 0.0  # probability that an object is a new random patch (never the same object twice)
+    generated_objects: float = 0.0  # probability that a training-pool object is a new procedurally drawn one
 
 
 @dataclass
@@ -277,6 +279,9 @@ def make_scene(rng: np.random.Generator, opts: SynthOptions, pool: str | None, d
             random_patch_spec(rng, pools[int(rng.integers(len(pools)))]) if f else s
             for s, f in zip(specs, fresh, strict=True)
         ]
+    if opts.generated_objects > 0 and pool != "heldout":
+        drawn = rng.random(len(specs)) < opts.generated_objects
+        specs = [generated_object_spec(rng) if d else s for s, d in zip(specs, drawn, strict=True)]
     targets = specs[: opts.targets_per_clip]
     others = specs[opts.targets_per_clip :]
     chosen = _pick_distractors(rng, targets, others, opts)
