@@ -1,0 +1,41 @@
+"""Draw the figure of procedurally generated training objects shown in docs/DATA.md.
+
+    .venv/bin/python scripts/generated_objects_figure.py [--count 24] [--columns 8]
+
+Writes docs/images/generated_objects.png: the objects of seeds 0..count-1 (prvql/data/synth_generated.py), as
+`prvql synth --generated-objects` draws them, on a white grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from PIL import Image
+
+from prvql.data.synth_generated import SIDE_RANGE, generated_picture
+from prvql.data.synth_imagery import load_picture
+
+ROOT = Path(__file__).resolve().parent.parent
+GAP = 8  # pixels between cells
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=24)
+    parser.add_argument("--columns", type=int, default=8)
+    args = parser.parse_args()
+    cell = SIDE_RANGE[1] + GAP
+    rows = -(-args.count // args.columns)
+    canvas = Image.new("RGB", (args.columns * cell, rows * cell), (255, 255, 255))
+    for seed in range(args.count):
+        picture = Image.fromarray(generated_picture(seed, load_picture))
+        canvas.paste(picture, ((seed % args.columns) * cell, (seed // args.columns) * cell))
+    out = ROOT / "docs" / "images" / "generated_objects.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out)
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
