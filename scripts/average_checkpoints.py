@@ -1,11 +1,12 @@
-"""Average the weights of several checkpoints of one training run into one weights file (checkpoint averaging).
+"""Average the weights of several checkpoints of one model into one weights file (checkpoint averaging).
 
     python scripts/average_checkpoints.py /work/runs/demo-v6-snaps/ckpt_*.pt --output runs/averaged.safetensors \
         --set inference.median_kernel=9
 
 Each file is a ``checkpoint.pt`` that ``prvql train`` wrote (read with ``weights_only=True``). Every floating-point
 trainable tensor becomes the mean over the files; integer buffers (batch-norm counters) are taken from the latest
-file. The checkpoints must come from one model: the same ``model`` config section and the same keys and shapes.
+file. The checkpoints must come from one model: the same ``model`` config section and the same keys and shapes (the
+points of one run, or runs fine-tuned from one start, such as the shipped demo model's ``demo-v7`` and ``demo-v9``).
 The output carries the config of the latest checkpoint (the overrides applied) and the averaged iterations. A
 missing or corrupt file, checkpoints of different models or a bad override: one line, exit status 2, nothing
 written.
@@ -49,7 +50,7 @@ def average_states(states: list[dict[str, Tensor]], sources: list[Path]) -> dict
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint.pt files of one run")
+    parser.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint.pt files of one model")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--output", type=Path, required=True, help="the weights file to write")
     args = parser.parse_args()
