@@ -11,7 +11,7 @@ from PIL import Image
 
 from prvql.data.synth import SynthOptions, make_scene, render
 from prvql.data.synth_effects import Effects, apply_effects, make_effects
-from prvql.data.synth_generated import SIDE_RANGE, generated_picture
+from prvql.data.synth_generated import SIDE_RANGE, generated_picture, generated_size
 from prvql.data.synth_imagery import (
     FRESH_PATCH_SOURCES,
     VIDEO_FRAME_SEPARATOR,
@@ -205,6 +205,7 @@ def test_generated_pictures_are_reproducible_distinct_and_colourful() -> None:
         assert picture.dtype == np.uint8 and picture.shape[2] == 3
         assert all(SIDE_RANGE[0] <= side <= SIDE_RANGE[1] for side in picture.shape[:2])
         assert picture.std() > 10  # shapes over a base, not one flat colour
+    assert all(p.shape[:2] == generated_size(seed) for seed, p in enumerate(pictures))  # the size without drawing
     sizes = {p.shape for p in pictures}
     means = np.stack([p.reshape(-1, 3).mean(axis=0) for p in pictures])
     assert len(sizes) >= 10 and means.std(axis=0).min() > 15  # different shapes and colours per seed

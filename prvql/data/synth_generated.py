@@ -86,11 +86,23 @@ def _draw_shape(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int,
         draw.text((x0, y0), text, fill=fill, font=ImageFont.load_default(size=size))
 
 
-def generated_picture(seed: int, texture: Callable[[str], np.ndarray] | None = None) -> np.ndarray:
-    """The generated object of ``seed`` as uint8 [H, W, 3] (H, W in :data:`SIDE_RANGE`); the same seed gives the
-    same picture. ``texture(name)`` loads a picture of :data:`BASE_TEXTURES` (None: no texture bases)."""
-    rng = np.random.default_rng(seed)
+def _draw_size(rng: np.random.Generator) -> tuple[int, int]:
+    """(height, width) of a generated object: the first draw of its seed's generator."""
     width, height = (int(v) for v in rng.integers(SIDE_RANGE[0], SIDE_RANGE[1] + 1, size=2))
+    return height, width
+
+
+def generated_size(seed: int) -> tuple[int, int]:
+    """(height, width) of the generated object of ``seed``, without drawing it."""
+    return _draw_size(np.random.default_rng(seed))
+
+
+def generated_picture(seed: int, texture: Callable[[str], np.ndarray] | None = None) -> np.ndarray:
+    """The generated object of ``seed`` as uint8 [H, W, 3] (H, W in :data:`SIDE_RANGE`, as :func:`generated_size`
+    says); the same seed gives the same picture. ``texture(name)`` loads a picture of :data:`BASE_TEXTURES` (None: no
+    texture bases)."""
+    rng = np.random.default_rng(seed)
+    height, width = _draw_size(rng)
     image = _base(rng, width, height, texture)
     draw = ImageDraw.Draw(image)
     for _ in range(int(rng.integers(SHAPES_RANGE[0], SHAPES_RANGE[1] + 1))):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from prvql.data.synth_generated import GENERATED_PREFIX, generated_picture
+from prvql.data.synth_generated import GENERATED_PREFIX, generated_picture, generated_size
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,7 @@ def generated_object_spec(rng: np.random.Generator) -> ObjectSpec:
     """A new procedurally generated object (:mod:`prvql.data.synth_generated`), in the training pool."""
     seed = int(rng.integers(2**62))
     mask = "ellipse" if rng.random() < 0.5 else "rect"
-    height, width = load_picture(f"{GENERATED_PREFIX}{seed}").shape[:2]
+    height, width = generated_size(seed)
     return ObjectSpec(f"generated object {seed}", f"{GENERATED_PREFIX}{seed}", (0, height, 0, width), mask, "train")
 
 
