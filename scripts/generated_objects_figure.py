@@ -20,10 +20,17 @@ ROOT = Path(__file__).resolve().parent.parent
 GAP = 8  # pixels between cells
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {value})")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=24)
-    parser.add_argument("--columns", type=int, default=8)
+    parser.add_argument("--count", type=_positive, default=24, help="objects drawn (seeds 0..count-1)")
+    parser.add_argument("--columns", type=_positive, default=8, help="objects per row")
     args = parser.parse_args()
     cell = SIDE_RANGE[1] + GAP
     rows = -(-args.count // args.columns)
