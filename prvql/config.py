@@ -206,6 +206,7 @@ class InferenceConfig:
     windows_per_batch: int = 4
     window_overlap: int = 0
     overlap_reduce: str = "mean"  # "mean" | "max" of a frame's scores over overlapping windows
+    flip_tta: bool = False  # also search the mirrored clip with the mirrored query (2x cost; Predictor docstring)
     bf16: bool = False  # bfloat16 autocast at inference (CUDA or CPU); validate against fp32 (spec Decision 16)
     median_kernel: int = 1
     peak_ratio: float = 0.79

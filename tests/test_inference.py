@@ -219,6 +219,28 @@ def test_scores_match_the_model_run_window_by_window(tiny_cfg: Config, tiny_mode
     assert not np.allclose(results["a"].scores, results["b"].scores)
 
 
+def test_flip_tta_merges_the_clip_and_its_mirror(tiny_cfg: Config, tiny_model: nn.Module) -> None:
+    """flip_tta = the mean of the scores on the clip and on the mirrored clip with the mirrored query; each frame's
+    box is the higher-scoring view's, mirrored back into the clip's pixels; the backbone sees every image twice."""
+    decoded = random_frames(13, seed=8)
+    query = crop_query("q", decoded, 13, tiny_cfg.model.input_size)
+    plain = build_predictor(tiny_cfg, tiny_model).predict(iter(decoded), query)
+    mirrored_query = ClipQuery("q", query.image.flip(-1), 13)
+    mirrored = build_predictor(tiny_cfg, tiny_model).predict(iter(decoded[:, :, ::-1].copy()), mirrored_query)
+    tiny_cfg.inference.flip_tta = True
+    predictor = build_predictor(tiny_cfg, tiny_model)
+    both = predictor.predict(iter(decoded), query)
+    np.testing.assert_allclose(both.scores, (plain.scores + mirrored.scores) / 2, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(plain.scores, mirrored.scores, atol=1e-3)  # the two views really differ
+    unmirrored = np.stack([FRAME_W - mirrored.boxes[:, 2], mirrored.boxes[:, 1], FRAME_W - mirrored.boxes[:, 0]], 1)
+    unmirrored = np.concatenate([unmirrored, mirrored.boxes[:, 3:]], 1)
+    clear = np.abs(plain.scores - mirrored.scores) > 1e-4  # a near-tie may pick either view
+    expected = np.where((plain.scores > mirrored.scores)[:, None], plain.boxes, unmirrored)
+    assert clear.sum() >= 10
+    np.testing.assert_allclose(both.boxes[clear], expected[clear], atol=1e-3)
+    assert predictor.stats.backbone_images == 2 * (13 + 1)
+
+
 def test_short_clip_is_searched_as_far_as_it_goes(tiny_cfg: Config, tiny_model: nn.Module) -> None:
     decoded = random_frames(5, seed=4)
     query = crop_query("q", decoded, 9, tiny_cfg.model.input_size)

@@ -138,7 +138,8 @@ def fingerprint(config: dict, weights: str | Path | None) -> dict:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         digest = h.hexdigest()
-    inference = {k: config["inference"][k] for k in ("windows_per_batch", "window_overlap", "overlap_reduce")}
+    keys = ("windows_per_batch", "window_overlap", "overlap_reduce", "flip_tta")
+    inference = {k: config["inference"][k] for k in keys}
     return {
         "model": config["model"],
         "pad_value": config["data"]["pad_value"],

@@ -13,6 +13,11 @@ features (which equals repeating the frame, since the backbone is per frame); th
 discarded. With ``window_overlap > 0`` a frame is scored by several windows: its score is the mean (or the max,
 ``overlap_reduce="max"``) of their scores and its box comes from the window that scored it highest.
 
+With ``flip_tta`` (test-time augmentation) every window is also run on the horizontally mirrored model inputs, frames
+and query crop alike; the mirrored view's boxes are mirrored back (``x -> 1 - x`` in the padded square). A frame's
+score in a window is the mean of the two views' scores and its box is the box of the view that scored higher. The
+backbone then sees each frame twice (once per view), and the stages run on twice the windows.
+
 Each window is independent, as in the released code: temporal attention and the knowledge generation modules
 never see frames of another window. Only the final stage is used.
 """
@@ -33,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from prvql.atomic import atomic_path
-from prvql.boxes import denormalize_boxes
+from prvql.boxes import denormalize_boxes, mirror_boxes
 from prvql.config import Config
 from prvql.data.transforms import prepare_frames
 from prvql.engine.validate import top_boxes
@@ -171,6 +176,9 @@ class Predictor:
         windows_per_batch: windows per stage forward pass; also the number of window starts per streamed chunk.
         window_overlap: frames shared by consecutive windows (0 = the released code's non-overlapping windows).
         overlap_reduce: ``"mean"`` or ``"max"`` of a frame's scores over the windows that cover it.
+        flip_tta: also run every window on the mirrored inputs and merge the two views (module docstring). Meant
+            for the symmetric pad-to-square; with ``released_preprocessing`` the mirrored pad band is on the other
+            side, unlike in training.
         device: where the model runs.
         bf16: bfloat16 autocast (an approximation: CUDA, or a CPU with bf16 units such as AMX; see benchmarks).
         sync_timing: synchronise CUDA around timed sections so ``stats`` timings are exact (slower).
@@ -187,6 +195,7 @@ class Predictor:
         windows_per_batch: int = 4,
         window_overlap: int = 0,
         overlap_reduce: str = "mean",
+        flip_tta: bool = False,
         device: str | torch.device = "cpu",
         bf16: bool = False,
         sync_timing: bool = False,
@@ -208,6 +217,7 @@ class Predictor:
         self.windows_per_batch = windows_per_batch
         self.stride = num_frames - window_overlap
         self.overlap_reduce = overlap_reduce
+        self.views = 2 if flip_tta else 1
         self.bf16 = bf16
         self.sync_timing = sync_timing
         self.stats = PredictorStats()
@@ -238,7 +248,7 @@ class Predictor:
         if not active:
             return results
 
-        query_feats = self._backbone(torch.stack([q.image for q in active]).to(self.device))
+        query_feats = self._embed_views(torch.stack([q.image for q in active]).to(self.device))  # [Q, V, C, h, w]
         lengths = [q.num_frames for q in active]
         stream = _FrameStream(iter(frames), self)
         accumulators: list[_Accumulator | None] = [None] * len(active)
@@ -309,6 +319,13 @@ class Predictor:
         self.stats.backbone_images += images.shape[0]
         return feats
 
+    def _embed_views(self, images: Tensor) -> Tensor:
+        """[N, 3, S, S] -> [N, V, C, h, w]: features of the images and, with ``flip_tta``, of their mirrors."""
+        if self.views == 1:
+            return self._backbone(images)[:, None]
+        feats = self._backbone(torch.cat([images, images.flip(-1)]))  # [2N, C, h, w]
+        return torch.stack(feats.chunk(2), dim=1)
+
     def _run_windows(
         self,
         windows: list[tuple[int, int]],
@@ -321,8 +338,11 @@ class Predictor:
         starts = torch.tensor([s for _, s in windows])[:, None]  # [B, 1]
         last = torch.tensor([lengths[i] - 1 for i, _ in windows])[:, None]  # [B, 1]
         frame_ids = torch.minimum(starts + torch.arange(self.num_frames), last)  # [B, T], padded with the last frame
-        frame_feats = stream.features(frame_ids)  # [B, T, C, h, w]
-        query = query_feats[[i for i, _ in windows]]  # [B, C, h, w]
+        frame_feats = stream.features(frame_ids)  # [B, T, V, C, h, w]
+        query = query_feats[[i for i, _ in windows]]  # [B, V, C, h, w]
+        # views side by side in the batch: [V*B, T, C, h, w] and [V*B, C, h, w], view-major
+        frame_feats = torch.cat(frame_feats.unbind(2)) if self.views > 1 else frame_feats[:, :, 0]
+        query = torch.cat(query.unbind(1)) if self.views > 1 else query[:, 0]
         self._sync()
         t0 = time.perf_counter()
         with self._autocast():
@@ -330,10 +350,10 @@ class Predictor:
                 out = self.model.forward_embedded(frame_feats, query)
             else:
                 out = self.model.forward_features(frame_feats, query)
-        logits, boxes = out["logits"].float(), out["boxes"].float()  # [B, T, A], [B, T, A, 4]
-        best_logit, best_boxes = top_boxes(logits, boxes)  # [B, T], [B, T, 4] with x1 <= x2, y1 <= y2
-        scores = torch.sigmoid(best_logit).cpu().numpy()
-        best_boxes = best_boxes.cpu().numpy()
+        logits, boxes = out["logits"].float(), out["boxes"].float()  # [V*B, T, A], [V*B, T, A, 4]
+        best_logit, best_boxes = top_boxes(logits, boxes)  # [V*B, T], [V*B, T, 4] with x1 <= x2, y1 <= y2
+        scores, best_boxes = _merge_views(torch.sigmoid(best_logit), best_boxes, self.views)
+        scores, best_boxes = scores.cpu().numpy(), best_boxes.cpu().numpy()
         self._sync()
         self.stats.stage_seconds += time.perf_counter() - t0
         self.stats.stage_calls += 1
@@ -341,6 +361,18 @@ class Predictor:
         for b, (i, s) in enumerate(windows):
             valid = min(self.num_frames, lengths[i] - s)
             accumulators[i].add(s, scores[b, :valid], best_boxes[b, :valid])
+
+
+def _merge_views(scores: Tensor, boxes: Tensor, views: int) -> tuple[Tensor, Tensor]:
+    """[V*B, T] scores and [V*B, T, 4] normalised boxes, view-major (view 1 mirrored) -> [B, T] mean scores and
+    [B, T, 4] boxes of the higher-scoring view, in the unmirrored frame."""
+    if views == 1:
+        return scores, boxes
+    scores = scores.unflatten(0, (views, -1))  # [V, B, T]
+    boxes = torch.stack([boxes[: scores.shape[1]], mirror_boxes(boxes[scores.shape[1] :])])  # [V, B, T, 4]
+    best = scores.argmax(0)  # [B, T]
+    chosen = torch.gather(boxes, 0, best[None, ..., None].expand(1, *boxes.shape[1:]))[0]
+    return scores.mean(0), chosen
 
 
 class _FrameStream:
@@ -351,7 +383,7 @@ class _FrameStream:
         self.predictor = predictor
         self.start = 0
         self.end = 0
-        self.feats: Tensor | None = None  # [end - start, C, h, w]
+        self.feats: Tensor | None = None  # [end - start, V, C, h, w]
         self.frame_size: tuple[int, int] | None = None
         self.exhausted_at: int | None = None
 
@@ -380,7 +412,7 @@ class _FrameStream:
             torch.from_numpy(np.stack(decoded)).to(p.device), p.input_size, p.pad_value, p.released_preprocessing
         )
         p.stats.decode_seconds += time.perf_counter() - t0
-        feats = p._backbone(images)
+        feats = p._embed_views(images)
         self.feats = feats if self.feats is None else torch.cat([self.feats, feats])
         p.stats.max_buffered_frames = max(p.stats.max_buffered_frames, self.feats.shape[0])
         if self.end == 0:
@@ -388,7 +420,7 @@ class _FrameStream:
         self.end += len(decoded)
 
     def features(self, frame_ids: Tensor) -> Tensor:
-        """Absolute frame indices [...] (all in ``[start, end)``) -> features [..., C, h, w]; consecutive indices
+        """Absolute frame indices [...] (all in ``[start, end)``) -> features [..., V, C, h, w]; consecutive indices
         (unpadded, non-overlapping windows) give a view instead of a copy."""
         local = frame_ids - self.start
         first = int(local.flatten()[0])
@@ -411,6 +443,7 @@ def build_predictor(
         windows_per_batch=inf.windows_per_batch,
         window_overlap=inf.window_overlap,
         overlap_reduce=inf.overlap_reduce,
+        flip_tta=inf.flip_tta,
         device=device,
         bf16=inf.bf16,
         sync_timing=sync_timing,
