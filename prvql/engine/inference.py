@@ -176,9 +176,8 @@ class Predictor:
         windows_per_batch: windows per stage forward pass; also the number of window starts per streamed chunk.
         window_overlap: frames shared by consecutive windows (0 = the released code's non-overlapping windows).
         overlap_reduce: ``"mean"`` or ``"max"`` of a frame's scores over the windows that cover it.
-        flip_tta: also run every window on the mirrored inputs and merge the two views (module docstring). Meant
-            for the symmetric pad-to-square; with ``released_preprocessing`` the mirrored pad band is on the other
-            side, unlike in training.
+        flip_tta: also run every window on the mirrored inputs and merge the two views (module docstring); both
+            pad-to-square variants pad symmetrically, so a mirrored input looks like a mirrored frame.
         device: where the model runs.
         bf16: bfloat16 autocast (an approximation: CUDA, or a CPU with bf16 units such as AMX; see benchmarks).
         sync_timing: synchronise CUDA around timed sections so ``stats`` timings are exact (slower).
