@@ -181,6 +181,7 @@ class TrainConfig:
     """Optimiser, schedule, batch, checkpointing, validation and logging of ``prvql train``."""
 
     lr: float = 1e-4
+    backbone_lr_scale: float = 1.0  # lr factor of the backbone's trainable stages (model.backbone.finetune_stages)
     weight_decay: float = 5e-2
     batch_size: int = 3  # per process
     grad_accum: int = 1
@@ -282,6 +283,12 @@ def _range_errors(cfg: Config) -> list[str]:
         ("train.batch_size", t.batch_size, t.batch_size >= 1, ">= 1"),
         ("train.grad_accum", t.grad_accum, t.grad_accum >= 1, ">= 1"),
         ("train.lr", t.lr, math.isfinite(t.lr) and t.lr > 0, "a finite number > 0"),
+        (
+            "train.backbone_lr_scale",
+            t.backbone_lr_scale,
+            math.isfinite(t.backbone_lr_scale) and t.backbone_lr_scale > 0,
+            "a finite number > 0",
+        ),
         ("train.weight_decay", t.weight_decay, math.isfinite(t.weight_decay) and t.weight_decay >= 0, ">= 0"),
         ("train.warmup", t.warmup, t.warmup >= 0, ">= 0"),
         ("train.grad_clip", t.grad_clip, math.isfinite(t.grad_clip) and t.grad_clip > 0, "a finite number > 0"),

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from prvql.checkpoint import load_weights, save_weights, trainable_state_dict
-from prvql.config import Config, load_config
+from prvql.config import Config, check_training_config, load_config
+from prvql.engine.schedule import build_optimizer, build_scheduler
 from prvql.errors import ConfigError
 from prvql.model import build_prvql
 
@@ -64,3 +65,27 @@ def test_fine_tuned_stage_gets_gradients_and_is_part_of_the_weights(tmp_path: Pa
 def test_only_efficientnet_can_fine_tune() -> None:
     with pytest.raises(ConfigError, match="model.backbone.finetune_stages"):
         build_prvql(load_config("tiny", ["model.backbone.finetune_stages=1"]).model)
+
+
+def test_backbone_lr_scale_puts_the_tuned_stages_in_their_own_group() -> None:
+    model = build_prvql(_cfg("model.backbone.finetune_stages=1").model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    tuned = {id(p) for p in model.backbone.parameters() if p.requires_grad}
+    assert tuned and len(tuned) < len(trainable)
+    one = build_optimizer(model, 1e-3, 0.0)
+    assert len(one.param_groups) == 1 and len(one.param_groups[0]["params"]) == len(trainable)
+    two = build_optimizer(model, 1e-3, 0.0, backbone_lr_scale=0.25)
+    head, body = two.param_groups
+    assert {id(p) for p in body["params"]} == tuned
+    assert {id(p) for p in head["params"]} == {id(p) for p in trainable} - tuned
+    scheduler = build_scheduler(two, warmup=2, total=10)  # the schedule scales both groups alike
+    assert (head["lr"], body["lr"]) == pytest.approx((0.5e-3, 0.125e-3))
+    two.step()
+    scheduler.step()
+    assert (head["lr"], body["lr"]) == pytest.approx((1e-3, 0.25e-3))
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_backbone_lr_scale_must_be_positive(value: str) -> None:
+    with pytest.raises(ConfigError, match="train.backbone_lr_scale"):
+        check_training_config(_cfg(f"train.backbone_lr_scale={value}"))

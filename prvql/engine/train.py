@@ -178,7 +178,7 @@ class _Run:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
         self.criterion: PRVQLCriterion = build_criterion(cfg.loss, cfg.model.num_stages)
-        self.optimizer = build_optimizer(model, tcfg.lr, tcfg.weight_decay)
+        self.optimizer = build_optimizer(model, tcfg.lr, tcfg.weight_decay, tcfg.backbone_lr_scale)
         self.scheduler = build_scheduler(self.optimizer, tcfg.warmup, tcfg.iterations)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.iteration, epoch, position, self.best_score = 0, 0, 0, float("-inf")
