@@ -68,7 +68,7 @@ class AppearanceKnowledgeGeneration(nn.Module):
         return self._top_frames(logits.max(dim=2).values)[1]
 
     def forward(self, logits: Tensor, boxes: Tensor, video: Tensor) -> Tensor:
-        """Appearance knowledge K^a_k.
+        """Appearance knowledge K^a_k: :meth:`select`, then :meth:`pool`.
 
         Args:
             logits: ``[B, T, A]``.
@@ -78,9 +78,19 @@ class AppearanceKnowledgeGeneration(nn.Module):
         Returns:
             ``[B, n, C, r, r]``; zero slots where confidence is below tau.
         """
+        return self.pool(video, *self.select(logits, boxes))
+
+    def pool(self, video: Tensor, frames: Tensor, chosen: Tensor, keep: Tensor) -> Tensor:
+        """RoIAlign of the chosen boxes in their frames (Eq. 10).
+
+        Args:
+            video: stage-input features V_k ``[B, T, C, H, W]``.
+            frames, chosen, keep: :meth:`select`'s ``[B, n]`` indices, ``[B, n, 4]`` normalised boxes, ``[B, n]``.
+
+        Returns:
+            ``[B, n, C, r, r]``; zero slots where ``keep`` is False.
+        """
         b, t, c, h, w = video.shape
-        frames, chosen, keep = self.select(logits, boxes)
-        self.last_keep = keep  # [B, n] bool, read by the model to report how often each slot is kept
         scale = chosen.new_tensor([w, h, w, h])
         ordered = chosen.float() * scale
         if self.clamp_boxes:

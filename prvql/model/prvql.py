@@ -165,8 +165,9 @@ class PRVQL(nn.Module):
                 break
             if self.akg is not None:
                 boxes = out.boxes if out.boxes is not None else self._akg_boxes(stage, out)
-                query = self.qfr(query, self.akg(out.logits, boxes, video))
-                keeps.append(self.akg.last_keep)
+                frames, chosen, keep = self.akg.select(out.logits, boxes)
+                query = self.qfr(query, self.akg.pool(video, frames, chosen, keep))
+                keeps.append(keep)  # [B, n]: how often each knowledge slot is kept (training log)
             if self.skg is not None:
                 video = self.vfr(video, initial, self.skg(out.cross_attention, out.temporal_attention))
         if not every_stage:
