@@ -124,6 +124,12 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     load_trainable_state(model, tensors, path, everything=weights_include_backbone(path))
 
 
+def read_weights_file(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The tensors and the metadata of a :func:`save_weights` file, unchecked against any model."""
+    path = Path(path)
+    return _read_safetensors(path), _read_metadata(path)
+
+
 def _read_metadata(path: Path) -> dict[str, str]:
     check_input_file(path, "weights file", CheckpointError)
     try:

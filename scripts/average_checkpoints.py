@@ -3,7 +3,9 @@
     python scripts/average_checkpoints.py /work/runs/demo-v6-snaps/ckpt_*.pt --output runs/averaged.safetensors \
         --set inference.median_kernel=9
 
-Each file is a ``checkpoint.pt`` that ``prvql train`` wrote (read with ``weights_only=True``). Every floating-point
+Each file is a ``checkpoint.pt`` that ``prvql train`` wrote (read with ``weights_only=True``) or a ``.safetensors``
+weights file (its metadata's iteration, 0 if it has none: e.g. a fine-tuning run's init file, to average a run
+with its start). Every floating-point
 trainable tensor becomes the mean over the files; integer buffers (batch-norm counters) are taken from the latest
 file. The checkpoints must come from one model: the same ``model`` config section and the same keys and shapes (the
 points of one run, or runs fine-tuned from one start, such as the shipped demo model's ``demo-v7`` and ``demo-v9``).
@@ -15,14 +17,15 @@ written.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from prvql.checkpoint import load_trainable_state, load_training_checkpoint, save_weights
-from prvql.config import apply_overrides, config_from_dict
+from prvql.checkpoint import load_trainable_state, load_training_checkpoint, read_weights_file, save_weights
+from prvql.config import apply_overrides, config_from_dict, config_to_dict
 from prvql.errors import CheckpointError, PRVQLError
 from prvql.model import build_prvql
 
@@ -48,16 +51,31 @@ def average_states(states: list[dict[str, Tensor]], sources: list[Path]) -> dict
     return averaged
 
 
+def load_point(path: Path) -> dict:
+    """``{"model", "config", "iteration"}`` of a ``checkpoint.pt`` or a ``.safetensors`` weights file."""
+    if path.suffix != ".safetensors":
+        return load_training_checkpoint(path)
+    tensors, metadata = read_weights_file(path)
+    if "config" not in metadata:
+        raise CheckpointError(f"{path}: metadata has no 'config' (not written by prvql)")
+    iteration = metadata.get("iteration", "0")
+    if not iteration.isdigit():
+        raise CheckpointError(f"{path}: metadata 'iteration' is not a number ({iteration!r})")
+    try:
+        config = config_to_dict(config_from_dict(json.loads(metadata["config"])))
+    except (json.JSONDecodeError, PRVQLError) as exc:
+        raise CheckpointError(f"{path}: metadata 'config' is not a valid config ({exc})") from exc
+    return {"model": tensors, "config": config, "iteration": int(iteration)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint.pt files of one model")
+    parser.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint.pt or .safetensors files of one model")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--output", type=Path, required=True, help="the weights file to write")
     args = parser.parse_args()
     try:
-        loaded = sorted(
-            ((load_training_checkpoint(p), p) for p in args.checkpoints), key=lambda item: item[0]["iteration"]
-        )
+        loaded = sorted(((load_point(p), p) for p in args.checkpoints), key=lambda item: item[0]["iteration"])
         checkpoints, sources = [c for c, _ in loaded], [p for _, p in loaded]
         for checkpoint, source in loaded[1:]:
             if checkpoint["config"].get("model") != checkpoints[0]["config"].get("model"):

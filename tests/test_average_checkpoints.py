@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from prvql.checkpoint import load_weights_config, trainable_state_dict
+from prvql.checkpoint import load_trainable_state, load_weights_config, save_weights, trainable_state_dict
 from prvql.config import Config, apply_overrides, config_to_dict
 from prvql.model import build_prvql
 
@@ -54,6 +54,25 @@ def test_writes_the_mean_of_the_checkpoints(tmp_path: Path, tiny_cfg: Config) ->
     assert load_weights_config(out).inference.median_kernel == 7
     with safe_open(str(out), "pt") as f:
         assert f.metadata()["averaged"] == "10, 30" and f.metadata()["iteration"] == "30"
+
+
+def test_a_weights_file_averages_with_a_checkpoint(tmp_path: Path, tiny_cfg: Config) -> None:
+    start = _checkpoint(tmp_path / "start.pt", tiny_cfg, 0, seed=3)
+    model = build_prvql(tiny_cfg.model)
+    load_trainable_state(model, start, tmp_path / "start.pt")
+    save_weights(model, tmp_path / "init.safetensors", tiny_cfg)  # an init file: no iteration in its metadata
+    end = _checkpoint(tmp_path / "end.pt", tiny_cfg, 40, seed=4)
+    out = tmp_path / "avg.safetensors"
+    done = _run(str(tmp_path / "init.safetensors"), str(tmp_path / "end.pt"), "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    written = load_file(str(out))
+    for key in (k for k in end if end[k].is_floating_point()):
+        torch.testing.assert_close(written[key], (start[key] + end[key]) / 2)
+    with safe_open(str(out), "pt") as f:
+        assert f.metadata()["averaged"] == "0, 40"
+    save_weights(model, tmp_path / "odd.safetensors", tiny_cfg, extra={"iteration": "x"})
+    done = _run(str(tmp_path / "odd.safetensors"), str(tmp_path / "end.pt"), "--output", str(out.with_name("o")))
+    assert done.returncode == 2 and "'iteration'" in done.stderr and "odd.safetensors" in done.stderr
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, tiny_cfg: Config) -> None:
