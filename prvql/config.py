@@ -174,6 +174,7 @@ class LossConfig:
     weight_frame_bce: float = 0.0  # the paper's frame-level BCE, off by default
     stage_weights: str = "released"  # "released" = 2^(K-1-k)/K, (4, 2, 1)/3 for K=3; "sum" (paper); or "w1,w2,..."
     hard_negatives: bool = False
+    recoloured_negatives: bool = False  # also pair each clip with its own query recoloured, all-negative (look-alikes)
 
 
 @dataclass

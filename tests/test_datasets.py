@@ -124,6 +124,38 @@ def test_sample_labels_match_the_pixels(data_root: Path) -> None:
     assert ((r > 0.7) & (g < 0.3)).float().mean() > 0.9  # the query is the (squared) square
 
 
+def test_recoloured_query_changes_only_the_box_colours(data_root: Path) -> None:
+    from prvql.data.augment import recolour_box
+
+    image = frame(2)
+    image[30:40, 60:70] = 128  # grey content changes too (the tint)
+    box = (3.5, 9.2, 20.0, 26.0)  # widened to whole pixels: columns 3-19, rows 9-25
+    out = recolour_box(image, box, np.random.default_rng(0))
+    changed = np.any(out != image, axis=2)
+    assert changed[10:26, 4:20].all() and not changed[:9].any() and not changed[:, 20:].any()
+    assert not np.array_equal(out[12, 10], image[12, 10])  # the red square is another colour
+    assert np.array_equal(out, recolour_box(image, box, np.random.default_rng(0)))  # rng-driven
+    grey = recolour_box(image, (60, 30, 70, 40), np.random.default_rng(3))
+    assert np.any(grey[30:40, 60:70] != 128)
+    assert np.array_equal(recolour_box(image, (0, 0, 0, 0), np.random.default_rng(0)), image)  # empty box
+
+    plain = dataset(data_root).load(records(data_root)[0], np.random.default_rng(5))
+    assert plain.recoloured_query is None
+    ds = VQ2DTrainDataset(
+        records(data_root), FrameSource(data_root / "clips"), T, S, BalanceSampler(), None, 0.5, recoloured_queries=True
+    )
+    sample = ds.load(records(data_root)[0], np.random.default_rng(5))
+    torch.testing.assert_close(sample.frames, plain.frames)  # the window is drawn as before
+    torch.testing.assert_close(sample.query, plain.query)
+    assert sample.recoloured_query is not None and sample.recoloured_query.shape == (3, S, S)
+    r, g, b = unnormalize(sample.recoloured_query)
+    assert ((r > 0.7) & (g < 0.3) & (b < 0.3)).float().mean() < 0.5  # the red square is no longer red
+    batch = collate([sample, sample])
+    assert batch.recoloured_query is not None and batch.recoloured_query.shape == (2, 3, S, S)
+    assert batch.to("cpu").recoloured_query is not None
+    assert collate([sample, plain]).recoloured_query is None
+
+
 def test_dataset_collates_into_a_batch(data_root: Path, caplog: pytest.LogCaptureFixture) -> None:
     ds = dataset(data_root)
     assert len(ds) == 2

@@ -28,7 +28,7 @@ from prvql.criterion import PRVQLCriterion, build_criterion
 from prvql.engine import train as train_module
 from prvql.engine.logger import read_log
 from prvql.engine.schedule import build_optimizer, build_scheduler, warmup_linear_decay
-from prvql.engine.train import TrainForward, fit, hard_negative_targets, set_train_mode
+from prvql.engine.train import TrainForward, fit, pair_targets, set_train_mode, training_pairs
 from prvql.engine.validate import frame_auroc, frame_stats
 from prvql.errors import CheckpointError, ConfigError, TrainingError
 from prvql.model import build_prvql
@@ -85,7 +85,7 @@ def test_hard_negative_targets_replicate_once() -> None:
     boxes = torch.rand(2, 3, 4)
     occurrence = torch.tensor([[True, False, True], [False, True, True]])
     before_query = torch.tensor([[True, True, False], [True, True, True]])
-    t = hard_negative_targets(boxes, occurrence, before_query)
+    t = pair_targets(boxes, occurrence, before_query, *training_pairs(2, True, False, boxes.device))
     assert t.boxes.shape == (4, 3, 4) and t.occurrence.shape == (4, 3)
     # pair i * B + j = clip i with query j
     assert torch.equal(t.occurrence[0], occurrence[0]) and torch.equal(t.occurrence[3], occurrence[1])
@@ -95,16 +95,40 @@ def test_hard_negative_targets_replicate_once() -> None:
     assert torch.equal(t.boxes[1], boxes[0]) and torch.equal(t.boxes[2], boxes[1])
 
 
+@pytest.mark.parametrize("hard_negatives", [False, True])
+def test_recoloured_pairs_are_appended_all_negative(hard_negatives: bool) -> None:
+    boxes = torch.rand(2, 3, 4)
+    occurrence = torch.tensor([[True, False, True], [False, True, True]])
+    before_query = torch.tensor([[True, True, False], [True, True, True]])
+    clip, query = training_pairs(2, hard_negatives, True, boxes.device)
+    base = 4 if hard_negatives else 2
+    assert clip[base:].tolist() == [0, 1] and query[base:].tolist() == [2, 3]  # clip i, recoloured query i
+    t = pair_targets(boxes, occurrence, before_query, clip, query)
+    assert t.occurrence.shape == (base + 2, 3)
+    assert not t.occurrence[base:].any() and t.before_query[base:].all()  # every frame a supervised negative
+    assert torch.equal(t.boxes[base + 1], boxes[1])
+    matching = [0, 3] if hard_negatives else [0, 1]
+    assert torch.equal(t.occurrence[matching], occurrence) and torch.equal(t.before_query[matching], before_query)
+
+
 def test_hard_negative_forward_pairs_every_clip_with_every_query(tiny_cfg: Config) -> None:
     torch.manual_seed(0)
     model = build_prvql(tiny_cfg.model).eval()
     size, frames = tiny_cfg.model.input_size, tiny_cfg.model.num_frames
     clips, queries = torch.randn(2, frames, 3, size, size), torch.randn(2, 3, size, size)
+    recoloured = torch.randn(2, 3, size, size)
     with torch.no_grad():
         paired = TrainForward(model, hard_negatives=True)(clips, queries)
         crossed = model(clips[[1]], queries[[0]])  # pair 2 = clip 1 with query 0
+        both = TrainForward(model, hard_negatives=True, recoloured=True)(clips, queries, recoloured)
+        against_recoloured = model(clips[[1]], recoloured[[1]])  # pair 5 = clip 1 with its recoloured query
     assert paired["logits"].shape[0] == 4 and len(paired["stages"]) == tiny_cfg.model.num_stages
     torch.testing.assert_close(paired["logits"][2], crossed["logits"][0], rtol=1e-4, atol=1e-4)
+    assert both["logits"].shape[0] == 6
+    torch.testing.assert_close(both["logits"][:4], paired["logits"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(both["logits"][5], against_recoloured["logits"][0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="recoloured"):
+        TrainForward(model, hard_negatives=False, recoloured=True)(clips, queries)
 
 
 def test_frame_stats_hand_made() -> None:
@@ -185,6 +209,23 @@ def test_kill_and_resume_gives_the_same_weights(
     # and an uninterrupted run really moved the weights
     fresh = trainable_state_dict(build_prvql(cfg.model))
     assert any(not torch.equal(fresh[k], a[k]) for k in a)
+
+
+def test_recoloured_negatives_train_end_to_end(
+    synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = []
+    original = PRVQLCriterion.__call__
+
+    def spy(self: PRVQLCriterion, outputs: dict, targets: object) -> dict:
+        seen.append((outputs["logits"].shape[0], targets.occurrence.shape[0], bool(targets.occurrence[-2:].any())))
+        return original(self, outputs, targets)
+
+    monkeypatch.setattr(PRVQLCriterion, "__call__", spy)
+    cfg = _cfg(synth_root, "train.iterations=2", "train.batch_size=2", "loss.recoloured_negatives=true")
+    fit(cfg, tmp_path, device="cpu")
+    assert seen == [(4, 4, False)] * 2  # 2 matching pairs + 2 recoloured (all-negative) pairs per step
+    assert all(math.isfinite(r["loss"]) for r in read_log(tmp_path / "log.jsonl") if r["split"] == "train")
 
 
 def test_non_finite_loss_stops_with_a_checkpoint(

@@ -3,14 +3,23 @@
 Applied to the padded square input (as the released code does), with ONE set of random parameters for all frames
 of the window: colour jitter, horizontal flip, random resized crop back to the input size. A frame whose box leaves
 the crop becomes a negative frame (occurrence false, box zeroed).
+
+:func:`recolour_box` makes the recoloured query of ``loss.recoloured_negatives``.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+
+from prvql.data.synth_imagery import look_alike
 
 
 class WindowAugment:
@@ -67,3 +76,22 @@ class WindowAugment:
         occurrence = occurrence & visible
         out_boxes = torch.where(occurrence[:, None], out_boxes / self.size, torch.zeros_like(out_boxes))
         return video.as_subclass(Tensor).clamp(0, 1), out_boxes, occurrence
+
+
+def recolour_box(frame: np.ndarray, box_xyxy: Sequence[float], rng: np.random.Generator) -> np.ndarray:
+    """A copy of ``frame`` (uint8 [H, W, 3]) whose box holds a recoloured look-alike of its content: the synthetic
+    generator's recolouring of its look-alike distractors (:func:`prvql.data.synth_imagery.look_alike`).
+
+    Args:
+        frame: uint8 [H, W, 3] RGB.
+        box_xyxy: the box in pixels of ``frame`` (widened to whole pixels, clipped to the frame).
+        rng: draws the hue shift and the tint.
+    """
+    height, width = frame.shape[:2]
+    x1, y1 = max(0, math.floor(box_xyxy[0])), max(0, math.floor(box_xyxy[1]))
+    x2, y2 = min(width, math.ceil(box_xyxy[2])), min(height, math.ceil(box_xyxy[3]))
+    out = np.array(frame, dtype=np.uint8, copy=True)
+    if x2 > x1 and y2 > y1:
+        region = Image.fromarray(out[y1:y2, x1:x2]).convert("RGBA")
+        out[y1:y2, x1:x2] = np.asarray(look_alike(region, rng))[..., :3]
+    return out

@@ -19,6 +19,7 @@ class Sample:
         occurrence: bool [T], the object is visible in the frame.
         before_query: bool [T], the frame precedes the query frame (frames the loss supervises).
         key: ``f"{annotation_uid}_{query_set}"``.
+        recoloured_query: float [3, S, S], the query with its box recoloured (``loss.recoloured_negatives``), or None.
     """
 
     frames: Tensor
@@ -27,6 +28,7 @@ class Sample:
     occurrence: Tensor
     before_query: Tensor
     key: str
+    recoloured_query: Tensor | None = None
 
 
 @dataclass
@@ -40,6 +42,7 @@ class Batch:
         occurrence: bool [B, T].
         before_query: bool [B, T].
         keys: B query keys.
+        recoloured_query: float [B, 3, S, S] (``loss.recoloured_negatives``), or None.
     """
 
     frames: Tensor
@@ -48,6 +51,7 @@ class Batch:
     occurrence: Tensor
     before_query: Tensor
     keys: list[str]
+    recoloured_query: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -61,6 +65,9 @@ class Batch:
             occurrence=self.occurrence.to(device, non_blocking=non_blocking),
             before_query=self.before_query.to(device, non_blocking=non_blocking),
             keys=list(self.keys),
+            recoloured_query=None
+            if self.recoloured_query is None
+            else self.recoloured_query.to(device, non_blocking=non_blocking),
         )
 
     def pin_memory(self) -> Batch:
@@ -72,6 +79,7 @@ class Batch:
             occurrence=self.occurrence.pin_memory(),
             before_query=self.before_query.pin_memory(),
             keys=list(self.keys),
+            recoloured_query=None if self.recoloured_query is None else self.recoloured_query.pin_memory(),
         )
 
 
@@ -86,4 +94,7 @@ def collate(samples: list[Sample]) -> Batch:
         occurrence=torch.stack([s.occurrence for s in samples]),
         before_query=torch.stack([s.before_query for s in samples]),
         keys=[s.key for s in samples],
+        recoloured_query=None
+        if any(s.recoloured_query is None for s in samples)
+        else torch.stack([s.recoloured_query for s in samples]),  # type: ignore[misc]
     )

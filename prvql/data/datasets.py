@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from prvql.boxes import normalize_boxes, rescale_boxes
 from prvql.config import Config
 from prvql.data.annotations import QueryRecord, load_annotations, load_egotracks
-from prvql.data.augment import WindowAugment
+from prvql.data.augment import WindowAugment, recolour_box
 from prvql.data.batch import Sample
 from prvql.data.frames import FrameSource
 from prvql.data.sampling import WindowSampler, build_sampler, positive_frames
@@ -37,6 +37,8 @@ class VQ2DTrainDataset(Dataset):
         sampler: picks the window's frames.
         augment: window augmentation, or None (validation).
         pad_value: pad value of the square input, in [0, 1] image units.
+        recoloured_queries: also give each sample its query with the visual-crop box recoloured
+            (``Sample.recoloured_query``, for ``loss.recoloured_negatives``).
         seed: base seed.
         max_tries: unreadable queries tolerated in a row before giving up.
     """
@@ -50,6 +52,7 @@ class VQ2DTrainDataset(Dataset):
         sampler: WindowSampler,
         augment: WindowAugment | None,
         pad_value: float,
+        recoloured_queries: bool = False,
         seed: int = 0,
         max_tries: int = 10,
     ) -> None:
@@ -62,6 +65,7 @@ class VQ2DTrainDataset(Dataset):
         self.sampler = sampler
         self.augment = augment
         self.pad_value = pad_value
+        self.recoloured_queries = recoloured_queries
         self.seed = seed
         self.max_tries = max_tries
         self.epoch = 0
@@ -116,6 +120,11 @@ class VQ2DTrainDataset(Dataset):
                 torch.manual_seed(int(rng.integers(2**62)))
                 x, boxes, occurrence = self.augment(x, boxes, occurrence)
         crop = rescale_boxes(torch.tensor(record.visual_crop_box), original, query_frame.shape[:2])
+        recoloured = (
+            prepare_query(recolour_box(query_frame, crop.tolist(), rng), crop, self.input_size)
+            if self.recoloured_queries
+            else None
+        )
         return Sample(
             frames=normalize_image(x),
             query=prepare_query(query_frame, crop, self.input_size),
@@ -123,6 +132,7 @@ class VQ2DTrainDataset(Dataset):
             occurrence=occurrence,
             before_query=before_query,
             key=record.key,
+            recoloured_query=recoloured,
         )
 
 
@@ -166,5 +176,6 @@ def build_train_dataset(cfg: Config, split: str = "train") -> VQ2DTrainDataset:
         sampler=sampler,
         augment=augment,
         pad_value=data.pad_value,
+        recoloured_queries=split == "train" and cfg.loss.recoloured_negatives,
         seed=cfg.train.seed,
     )

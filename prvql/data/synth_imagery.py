@@ -314,3 +314,10 @@ def recolour(image: Image.Image, shift: int, tint: tuple[float, float, float]) -
     out = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
     out.putalpha(image.getchannel("A"))
     return out
+
+
+def look_alike(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """The generator's recoloured look-alike of an RGBA image: :func:`recolour` with a random hue shift (64-191 of
+    256) and tint (each channel uniform in [0.3, 1], the brightest scaled to 1)."""
+    tint = rng.uniform(0.3, 1.0, size=3)
+    return recolour(image, int(rng.integers(64, 192)), tuple(tint / tint.max()))

@@ -22,10 +22,10 @@ from prvql.data.synth_imagery import (
     background_names,
     generated_object_spec,
     load_video,
+    look_alike,
     object_image,
     object_specs,
     random_patch_spec,
-    recolour,
     same_picture,
     video_names,
 )
@@ -345,8 +345,7 @@ def make_scene(rng: np.random.Generator, opts: SynthOptions, pool: str | None, d
     for j, (spec, recoloured) in enumerate(chosen):
         pos = positions[len(targets) + j]
         if recoloured:
-            tint = rng.uniform(0.3, 1.0, size=3)
-            image = recolour(object_image(spec, long_side), int(rng.integers(64, 192)), tuple(tint / tint.max()))
+            image = look_alike(object_image(spec, long_side), rng)
             if rng.random() < 0.5:
                 image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             things.append(thing(image, f"{spec.title} (other colour)", pos, 0.5))

@@ -42,6 +42,7 @@ from prvql.checkpoint import (
 )
 from prvql.config import Config, check_training_config, config_from_dict, config_to_dict, write_config
 from prvql.criterion import PRVQLCriterion, Targets, build_criterion
+from prvql.data.batch import Batch
 from prvql.engine.distributed import (
     DistInfo,
     all_gather_objects,
@@ -88,20 +89,36 @@ def set_train_mode(model: nn.Module, whole_model_eval: bool) -> None:
             module.eval()
 
 
-def hard_negative_targets(boxes: Tensor, occurrence: Tensor, before_query: Tensor) -> Targets:
-    """Targets of the B x B (clip i, query j) pairs of :class:`TrainForward`, pair index i * B + j.
+def training_pairs(b: int, hard_negatives: bool, recoloured: bool, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The (clip, query) pairs a training step scores, for a batch of ``b`` clips and queries.
 
-    The matching pairs (i == j) keep their labels; every other pair is all-negative with every frame supervised.
-
-    Args:
-        boxes: [B, T, 4]; occurrence, before_query: [B, T] bool.
+    Queries are indexed in ``cat(queries [B], recoloured queries [B])``. The pairs are the B matching ones (i, i);
+    with ``hard_negatives`` every (clip i, query j) instead, pair index i * B + j; with ``recoloured`` B more,
+    (clip i, recoloured query i), appended. A pair keeps its clip's labels when ``clip == query``; every other pair is
+    all-negative.
 
     Returns:
-        Targets with boxes [B*B, T, 4], occurrence and before_query [B*B, T].
+        clip, query: long [P].
     """
-    b = boxes.shape[0]
-    clip = torch.arange(b, device=boxes.device).repeat_interleave(b)
-    same = (clip == torch.arange(b, device=boxes.device).repeat(b))[:, None]
+    index = torch.arange(b, device=device)
+    clip, query = (index.repeat_interleave(b), index.repeat(b)) if hard_negatives else (index, index)
+    if recoloured:
+        clip, query = torch.cat([clip, index]), torch.cat([query, index + b])
+    return clip, query
+
+
+def pair_targets(boxes: Tensor, occurrence: Tensor, before_query: Tensor, clip: Tensor, query: Tensor) -> Targets:
+    """Targets of the pairs of :func:`training_pairs`.
+
+    The matching pairs keep their labels; every other pair is all-negative with every frame supervised.
+
+    Args:
+        boxes: [B, T, 4]; occurrence, before_query: [B, T] bool; clip, query: long [P].
+
+    Returns:
+        Targets with boxes [P, T, 4], occurrence and before_query [P, T].
+    """
+    same = (clip == query)[:, None]
     return Targets(
         boxes=boxes[clip],
         occurrence=occurrence[clip].bool() & same,
@@ -110,31 +127,36 @@ def hard_negative_targets(boxes: Tensor, occurrence: Tensor, before_query: Tenso
 
 
 class TrainForward(nn.Module):
-    """The module DDP wraps: the model's forward, or with hard negatives every clip against every query.
+    """The module DDP wraps: the model's forward, or the pairs of :func:`training_pairs` scored on features.
 
-    With ``hard_negatives`` the backbone runs once on the B clips and B queries; the B x B pairs
-    (pair i * B + j = clip i with query j) are formed on the features.
+    With ``hard_negatives`` or ``recoloured`` the backbone runs once on the B clips and the (2)B queries; the pairs
+    are formed on the features.
 
     Args:
         model: a PRVQL model (``forward``, ``extract_features``, ``forward_features``).
         hard_negatives: pair every clip with every query of the batch.
+        recoloured: also pair every clip with its recoloured query (``Batch.recoloured_query``).
     """
 
-    def __init__(self, model: nn.Module, hard_negatives: bool) -> None:
+    def __init__(self, model: nn.Module, hard_negatives: bool, recoloured: bool = False) -> None:
         super().__init__()
         self.model = model
         self.hard_negatives = hard_negatives
+        self.recoloured = recoloured
 
-    def forward(self, frames: Tensor, query: Tensor) -> dict[str, Any]:
-        """frames [B, T, 3, S, S], query [B, 3, S, S] -> model outputs for B (or B*B) pairs."""
-        if not self.hard_negatives:
+    def forward(self, frames: Tensor, query: Tensor, recoloured_query: Tensor | None = None) -> dict[str, Any]:
+        """frames [B, T, 3, S, S], query and recoloured_query [B, 3, S, S] -> model outputs for the P pairs."""
+        if not self.hard_negatives and not self.recoloured:
             return self.model(frames, query)
         b, t = frames.shape[:2]
+        if self.recoloured:
+            if recoloured_query is None:
+                raise ValueError("loss.recoloured_negatives: the batch has no recoloured queries")
+            query = torch.cat([query, recoloured_query])
         frame_feats = self.model.extract_features(frames.flatten(0, 1))
         frame_feats = frame_feats.reshape(b, t, *frame_feats.shape[1:])
         query_feats = self.model.extract_features(query)
-        clip = torch.arange(b, device=frames.device).repeat_interleave(b)
-        pair_query = torch.arange(b, device=frames.device).repeat(b)
+        clip, pair_query = training_pairs(b, self.hard_negatives, self.recoloured, frames.device)
         return self.model.forward_features(frame_feats[clip], query_feats[pair_query])
 
 
@@ -211,7 +233,7 @@ class _Run:
             position=position,
         )
         self.val_batches = _val_batches(cfg, info, collate)
-        net: nn.Module = TrainForward(model, cfg.loss.hard_negatives)
+        net: nn.Module = TrainForward(model, cfg.loss.hard_negatives, cfg.loss.recoloured_negatives)
         if info.distributed:
             net = DistributedDataParallel(net, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
         self.net = net
@@ -258,12 +280,8 @@ class _Run:
                     dtype=self.autocast_dtype or torch.float32,
                     enabled=self.autocast_dtype is not None,
                 ):
-                    outputs = self.net(batch.frames, batch.query)
-                targets = (
-                    hard_negative_targets(batch.boxes, batch.occurrence, batch.before_query)
-                    if self.cfg.loss.hard_negatives
-                    else batch
-                )
+                    outputs = self.net(batch.frames, batch.query, batch.recoloured_query)
+                targets = self._targets(batch)
                 losses = self.criterion(outputs, targets)
                 self._check_finite(losses)
                 (losses["loss"] / tcfg.grad_accum).backward()
@@ -276,6 +294,14 @@ class _Run:
         self.scheduler.step()
         self.iteration += 1
         return totals, float(grad_norm)
+
+    def _targets(self, batch: Batch) -> Batch | Targets:
+        """The batch's own labels, or those of the pairs :class:`TrainForward` scores."""
+        loss = self.cfg.loss
+        if not loss.hard_negatives and not loss.recoloured_negatives:
+            return batch
+        pairs = training_pairs(len(batch), loss.hard_negatives, loss.recoloured_negatives, batch.boxes.device)
+        return pair_targets(batch.boxes, batch.occurrence, batch.before_query, *pairs)
 
     def _akg_keep_rates(self, outputs: dict[str, Any]) -> dict[str, float]:
         """``akg_keep_s{k}_{j}``: share of windows whose knowledge slot j passed tau after stage k (none w/o AKG)."""
