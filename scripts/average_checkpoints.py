@@ -17,14 +17,19 @@ written.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from prvql.checkpoint import load_trainable_state, load_training_checkpoint, read_weights_file, save_weights
+from prvql.checkpoint import (
+    load_trainable_state,
+    load_training_checkpoint,
+    load_weights_config,
+    read_weights_file,
+    save_weights,
+)
 from prvql.config import apply_overrides, config_from_dict, config_to_dict
 from prvql.errors import CheckpointError, PRVQLError
 from prvql.model import build_prvql
@@ -56,16 +61,10 @@ def load_point(path: Path) -> dict:
     if path.suffix != ".safetensors":
         return load_training_checkpoint(path)
     tensors, metadata = read_weights_file(path)
-    if "config" not in metadata:
-        raise CheckpointError(f"{path}: metadata has no 'config' (not written by prvql)")
     iteration = metadata.get("iteration", "0")
     if not iteration.isdigit():
         raise CheckpointError(f"{path}: metadata 'iteration' is not a number ({iteration!r})")
-    try:
-        config = config_to_dict(config_from_dict(json.loads(metadata["config"])))
-    except (json.JSONDecodeError, PRVQLError) as exc:
-        raise CheckpointError(f"{path}: metadata 'config' is not a valid config ({exc})") from exc
-    return {"model": tensors, "config": config, "iteration": int(iteration)}
+    return {"model": tensors, "config": config_to_dict(load_weights_config(path)), "iteration": int(iteration)}
 
 
 def main() -> int:
