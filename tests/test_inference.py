@@ -15,6 +15,7 @@ from prvql.config import Config
 from prvql.data.transforms import prepare_frames
 from prvql.data.video import VideoReader, write_video
 from prvql.engine.inference import ClipQuery, FrameScores, Predictor, build_predictor, window_starts
+from prvql.errors import PRVQLError
 
 FRAME_H, FRAME_W = 64, 96  # decoded clip size
 ORIG_H, ORIG_W = 128, 192  # the annotation's resolution (clips extracted at half size)
@@ -303,8 +304,6 @@ def test_inverted_best_box_leaves_the_predictor_sorted() -> None:
 
 
 def test_frame_scores_round_trip_and_reject_bad_files(tmp_path: Path) -> None:
-    from prvql.errors import PRVQLError
-
     scores = FrameScores(np.linspace(0, 1, 5, dtype=np.float32), np.arange(20, dtype=np.float32).reshape(5, 4))
     scores.save(tmp_path / "a.npz")
     back = FrameScores.load(tmp_path / "a.npz")
@@ -481,3 +480,32 @@ def test_bench_reports_one_backbone_pass_per_frame(capsys) -> None:
     assert [r["backbone_images"] for r in report["runs"]] == [7 + 2, 14 + 2]
     assert report["checks"]["backbone_once"] is True
     assert all(r["searched_fps"] > 0 and r["peak_memory_mb"] >= 0 for r in report["runs"])
+
+
+def test_stage_options_reach_the_model_and_are_checked(tiny_cfg: Config, tiny_model: nn.Module) -> None:
+    """inference.num_stages / stage_mean change the scores as the model's forward_embedded does; a stage count the
+    model does not have, or either option on a model without stages, is a one-line error."""
+    decoded = random_frames(6, seed=9)
+    query = crop_query("q", decoded, 6, tiny_cfg.model.input_size)
+    full = build_predictor(tiny_cfg, tiny_model).predict(iter(decoded), query)
+    tiny_cfg.inference.num_stages = tiny_cfg.model.num_stages
+    np.testing.assert_allclose(build_predictor(tiny_cfg, tiny_model).predict(iter(decoded), query).scores, full.scores)
+    tiny_cfg.inference.num_stages = 1
+    first = build_predictor(tiny_cfg, tiny_model).predict(iter(decoded), query)
+    tiny_cfg.inference.num_stages, tiny_cfg.inference.stage_mean = 0, True
+    mean = build_predictor(tiny_cfg, tiny_model).predict(iter(decoded), query)
+    frames = prepare_frames(decoded, tiny_cfg.model.input_size, tiny_cfg.data.pad_value)[None]
+    with torch.inference_mode():
+        out = tiny_model(frames, query.image[None])
+    logits = torch.stack([s["logits"] for s in out["stages"]])  # [K, 1, T, A]
+    expected_first = torch.sigmoid(logits[0].max(-1).values).flatten().numpy()
+    expected_mean = torch.sigmoid(logits.mean(0).max(-1).values).flatten().numpy()
+    np.testing.assert_allclose(first.scores, expected_first, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mean.scores, expected_mean, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(first.scores, full.scores, atol=1e-4)
+    assert not np.allclose(mean.scores, full.scores, atol=1e-4)
+    tiny_cfg.inference.num_stages, tiny_cfg.inference.stage_mean = tiny_cfg.model.num_stages + 1, False
+    with pytest.raises(PRVQLError, match=r"inference.num_stages: must be in \[0, "):
+        build_predictor(tiny_cfg, tiny_model)
+    with pytest.raises(PRVQLError, match="no refinement stages"):
+        Predictor(FixedOutputModel((0, 0, 1, 1)), num_frames=4, input_size=16, pad_value=0.5, stage_mean=True)

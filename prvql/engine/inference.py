@@ -178,6 +178,9 @@ class Predictor:
         overlap_reduce: ``"mean"`` or ``"max"`` of a frame's scores over the windows that cover it.
         flip_tta: also run every window on the mirrored inputs and merge the two views (module docstring); both
             pad-to-square variants pad symmetrically, so a mirrored input looks like a mirrored frame.
+        num_stages: run only the model's first ``num_stages`` refinement stages (0 = all);
+            ``PRVQL.forward_embedded``.
+        stage_mean: score with the mean of the run stages' anchor logits; ``PRVQL.forward_embedded``.
         device: where the model runs.
         bf16: bfloat16 autocast (an approximation: CUDA, or a CPU with bf16 units such as AMX; see benchmarks).
         sync_timing: synchronise CUDA around timed sections so ``stats`` timings are exact (slower).
@@ -195,6 +198,8 @@ class Predictor:
         window_overlap: int = 0,
         overlap_reduce: str = "mean",
         flip_tta: bool = False,
+        num_stages: int = 0,
+        stage_mean: bool = False,
         device: str | torch.device = "cpu",
         bf16: bool = False,
         sync_timing: bool = False,
@@ -207,6 +212,14 @@ class Predictor:
             raise PRVQLError(f"inference.window_overlap: must be in [0, {num_frames - 1}] (got {window_overlap})")
         if overlap_reduce not in OVERLAP_REDUCTIONS:
             raise PRVQLError(f"inference.overlap_reduce: must be one of {OVERLAP_REDUCTIONS} (got {overlap_reduce!r})")
+        self._embedded = hasattr(model, "embed") and hasattr(model, "forward_embedded")
+        stages = len(model.stages) if self._embedded and hasattr(model, "stages") else None
+        if (num_stages or stage_mean) and stages is None:
+            raise PRVQLError("inference.num_stages / inference.stage_mean: this model has no refinement stages")
+        if stages is not None and not 0 <= num_stages <= stages:
+            raise PRVQLError(f"inference.num_stages: must be in [0, {stages}] (0 = all; got {num_stages})")
+        # passed only when set, so any model with the plain forward_embedded(video, query) still works
+        self.stage_options = {"num_stages": num_stages, "stage_mean": stage_mean} if num_stages or stage_mean else {}
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.num_frames = num_frames
@@ -220,7 +233,6 @@ class Predictor:
         self.bf16 = bf16
         self.sync_timing = sync_timing
         self.stats = PredictorStats()
-        self._embedded = hasattr(model, "embed") and hasattr(model, "forward_embedded")
 
     # ------------------------------------------------------------------------------------------------------------
     # public API
@@ -346,7 +358,7 @@ class Predictor:
         t0 = time.perf_counter()
         with self._autocast():
             if self._embedded:
-                out = self.model.forward_embedded(frame_feats, query)
+                out = self.model.forward_embedded(frame_feats, query, **self.stage_options)
             else:
                 out = self.model.forward_features(frame_feats, query)
         logits, boxes = out["logits"].float(), out["boxes"].float()  # [V*B, T, A], [V*B, T, A, 4]
@@ -443,6 +455,8 @@ def build_predictor(
         window_overlap=inf.window_overlap,
         overlap_reduce=inf.overlap_reduce,
         flip_tta=inf.flip_tta,
+        num_stages=inf.num_stages,
+        stage_mean=inf.stage_mean,
         device=device,
         bf16=inf.bf16,
         sync_timing=sync_timing,
