@@ -7,9 +7,10 @@ Each file is a ``checkpoint.pt`` that ``prvql train`` wrote (read with ``weights
 weights file (its metadata's iteration, 0 if it has none: e.g. a fine-tuning run's init file, to average a run
 with its start). Every floating-point
 trainable tensor becomes the mean over the files; integer buffers (batch-norm counters) are taken from the latest
-file. The checkpoints must come from one model: the same ``model`` config section and the same keys and shapes (the
-points of one run, or runs fine-tuned from one start, such as the shipped demo model's ``demo-v7`` and ``demo-v9``).
-The output carries the config of the latest checkpoint (the overrides applied) and the averaged iterations. A
+file. The checkpoints must come from one model: the same ``model`` config section but for dropout rates (which change
+no tensor), and the same keys and shapes (the points of one run, or runs fine-tuned from one start, such as the
+shipped demo model's ``demo-v7`` and ``demo-v9``). The output carries the config of the latest checkpoint (the
+overrides applied) and the averaged iterations. A
 missing or corrupt file, checkpoints of different models or a bad override: one line, exit status 2, nothing
 written.
 """
@@ -56,6 +57,13 @@ def average_states(states: list[dict[str, Tensor]], sources: list[Path]) -> dict
     return averaged
 
 
+def architecture(model_config: object) -> object:
+    """A ``model`` config section (nested dicts) without its dropout rates: what must match to average weights."""
+    if not isinstance(model_config, dict):
+        return model_config
+    return {k: architecture(v) for k, v in model_config.items() if k != "dropout"}
+
+
 def load_point(path: Path) -> dict:
     """``{"model", "config", "iteration"}`` of a ``checkpoint.pt`` or a ``.safetensors`` weights file."""
     if path.suffix != ".safetensors":
@@ -77,7 +85,7 @@ def main() -> int:
         loaded = sorted(((load_point(p), p) for p in args.checkpoints), key=lambda item: item[0]["iteration"])
         checkpoints, sources = [c for c, _ in loaded], [p for _, p in loaded]
         for checkpoint, source in loaded[1:]:
-            if checkpoint["config"].get("model") != checkpoints[0]["config"].get("model"):
+            if architecture(checkpoint["config"].get("model")) != architecture(checkpoints[0]["config"].get("model")):
                 raise CheckpointError(f"{source}: its model config differs from {sources[0]}'s (different models)")
         cfg = apply_overrides(config_from_dict(checkpoints[-1]["config"]), args.set)
         model = build_prvql(cfg.model)

@@ -75,6 +75,21 @@ def test_a_weights_file_averages_with_a_checkpoint(tmp_path: Path, tiny_cfg: Con
     assert done.returncode == 2 and "'iteration'" in done.stderr and "odd.safetensors" in done.stderr
 
 
+def test_runs_that_differ_only_in_dropout_average(tmp_path: Path, tiny_cfg: Config) -> None:
+    """Dropout changes no tensor, so a run fine-tuned with more dropout averages with its start; the output carries
+    the latest file's config."""
+    a = _checkpoint(tmp_path / "a.pt", tiny_cfg, 10, seed=1)
+    dropped = apply_overrides(tiny_cfg, ["model.cab.dropout=0.1", "model.temporal.dropout=0.1"])
+    b = _checkpoint(tmp_path / "b.pt", dropped, 20, seed=2)
+    out = tmp_path / "avg.safetensors"
+    done = _run(str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    written = load_file(str(out))
+    key = next(k for k in a if a[k].is_floating_point() and not torch.equal(a[k], b[k]))
+    torch.testing.assert_close(written[key], (a[key] + b[key]) / 2)
+    assert load_weights_config(out).model.cab.dropout == 0.1
+
+
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, tiny_cfg: Config) -> None:
     _checkpoint(tmp_path / "a.pt", tiny_cfg, 10, seed=1)
     _checkpoint(tmp_path / "big.pt", apply_overrides(tiny_cfg, ["model.input_size=140"]), 20, seed=2)
