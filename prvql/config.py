@@ -210,7 +210,7 @@ class InferenceConfig:
     overlap_reduce: str = "mean"  # "mean" | "max" of a frame's scores over overlapping windows
     flip_tta: bool = False  # also search the mirrored clip with the mirrored query (2x cost; Predictor docstring)
     num_stages: int = 0  # run only the first k refinement stages at inference (0 = all K, the paper; a diagnostic)
-    stage_mean: bool = False  # score = mean of the run stages' anchor logits (not in the paper; docs/MODEL.md)
+    stage_mean: bool = False  # score = mean of the run stages' anchor logits (not in the paper; docs/INFERENCE.md)
     bf16: bool = False  # bfloat16 autocast at inference (CUDA or CPU); validate against fp32 (spec Decision 16)
     median_kernel: int = 1
     peak_ratio: float = 0.79

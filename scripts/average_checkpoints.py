@@ -5,14 +5,12 @@
 
 Each file is a ``checkpoint.pt`` that ``prvql train`` wrote (read with ``weights_only=True``) or a ``.safetensors``
 weights file (its metadata's iteration, 0 if it has none: e.g. a fine-tuning run's init file, to average a run
-with its start). Every floating-point
-trainable tensor becomes the mean over the files; integer buffers (batch-norm counters) are taken from the latest
-file. The checkpoints must come from one model: the same ``model`` config section but for dropout rates (which change
-no tensor), and the same keys and shapes (the points of one run, or runs fine-tuned from one start, such as the
-shipped demo model's ``demo-v7`` and ``demo-v9``). The output carries the config of the latest checkpoint (the
-overrides applied) and the averaged iterations. A
-missing or corrupt file, checkpoints of different models or a bad override: one line, exit status 2, nothing
-written.
+with its start). Every floating-point trainable tensor becomes the mean over the files; integer buffers
+(batch-norm counters) are taken from the latest file. The checkpoints must come from one model: the same ``model``
+config section but for dropout rates (which change no tensor), and the same keys and shapes (the points of one run,
+or runs fine-tuned from one start, such as the shipped demo model's ``demo-v7`` and ``demo-v9``). The output carries
+the config of the latest checkpoint (the overrides applied) and the averaged iterations. A missing or corrupt file,
+checkpoints of different models or a bad override: one line, exit status 2, nothing written.
 """
 
 from __future__ import annotations
