@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from prvql.data.annotations import load_annotations
+from prvql.data.annotations import load_annotations, load_synthetic_occurrences
 from prvql.engine.batch_predict import ScoreCache
 
 HERE = Path(__file__).resolve().parent
@@ -60,14 +60,7 @@ def auroc(positives: np.ndarray, negatives: np.ndarray) -> float:
 
 def frame_aurocs(annotations: Path, cache: ScoreCache) -> dict:
     """Pooled and mean per-query AUROC of the cached score curves against ``synthetic_occurrences``."""
-    document = json.loads(annotations.read_text())
-    occurrences = {}
-    for video in document["videos"]:
-        for clip in video["clips"]:
-            for annotation in clip["annotations"]:
-                for name, qs in annotation["query_sets"].items():
-                    if qs.get("is_valid") and "synthetic_occurrences" in qs:
-                        occurrences[f"{annotation['annotation_uid']}_{name}"] = set(qs["synthetic_occurrences"])
+    occurrences = load_synthetic_occurrences(annotations)
     if not occurrences:
         raise SystemExit(f"{annotations}: no synthetic_occurrences (regenerate the set with this version of prvql)")
     pooled_pos, pooled_neg, per_query = [], [], []

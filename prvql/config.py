@@ -202,6 +202,24 @@ class TrainConfig:
 
 
 @dataclass
+class VerificationConfig:
+    """Colour verification of each frame's box against the visual crop (not in the paper; prvql.engine.verification).
+
+    score' = sigmoid(score_weight * logit(score) + colour_weight * distance + bias); the coefficients are fitted with
+    ``scripts/fit_verification.py``. Off by default.
+    """
+
+    enabled: bool = False
+    score_weight: float = 1.0
+    colour_weight: float = 0.0
+    bias: float = 0.0
+    box_shrink: float = 0.6  # describe the central part of each box (width and height fraction)
+    query_shrink: float = 0.6  # and of the query crop (the squared visual-crop box)
+    lightness_weight: float = 0.25  # weight of the Lab L terms against the a, b terms in the distance
+    grid: int = 4  # each region is average-pooled to grid x grid cells before its statistics
+
+
+@dataclass
 class InferenceConfig:
     """Windowed search (Predictor) and score-curve post-processing (PostProcessor) at inference."""
 
@@ -219,6 +237,7 @@ class InferenceConfig:
     score: str = "constant"  # "constant" | "peak"
     constant_score: float = 1.0
     fps: float = 5.0  # frame rate the model sees; `locate` resamples any video to it
+    verification: VerificationConfig = field(default_factory=VerificationConfig)
 
 
 @dataclass

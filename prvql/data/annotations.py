@@ -426,6 +426,35 @@ def load_annotations(path: str | Path) -> AnnotationSet:
     return _Parser(path).document(data, path)
 
 
+def load_synthetic_occurrences(path: str | Path) -> dict[str, frozenset[int]]:
+    """Query key -> every clip frame where the target is visible, for the valid query sets of a ``prvql synth``
+    annotation file that list them (``synthetic_occurrences``: not an official field). The labels of per-frame
+    measures (benchmarks/demo_heldout.py) and of ``scripts/fit_verification.py``.
+
+    Raises:
+        AnnotationError: unreadable JSON, or an occurrence list that is not a list of frame numbers >= 0.
+    """
+    path = Path(path)
+    records = {(r.annotation_uid, r.query_set): r for r in load_annotations(path).valid_records()}
+    occurrences = {}
+    for video in read_json(path, "annotation file").get("videos", []):
+        for clip in video.get("clips", []):
+            for ann in clip.get("annotations", []):
+                for name, qs in (ann.get("query_sets") or {}).items():
+                    record = records.get((ann.get("annotation_uid"), name))
+                    if record is None or "synthetic_occurrences" not in qs:
+                        continue
+                    frames = qs["synthetic_occurrences"]
+                    if not isinstance(frames, list) or not all(
+                        isinstance(j, int) and not isinstance(j, bool) and 0 <= j < MAX_FRAME for j in frames
+                    ):
+                        raise AnnotationError(
+                            f"{path.name}: {record.key}.synthetic_occurrences: expected a list of frame numbers"
+                        )
+                    occurrences[record.key] = frozenset(frames)
+    return occurrences
+
+
 def load_egotracks(path: str | Path) -> list[QueryRecord]:
     """EgoTracks annotations as training records: every valid query set that has an ``lt_track``.
 

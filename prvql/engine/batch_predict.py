@@ -138,7 +138,15 @@ def fingerprint(config: dict, weights: str | Path | None) -> dict:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         digest = h.hexdigest()
-    keys = ("windows_per_batch", "window_overlap", "overlap_reduce", "flip_tta", "num_stages", "stage_mean")
+    keys = (
+        "windows_per_batch",
+        "window_overlap",
+        "overlap_reduce",
+        "flip_tta",
+        "num_stages",
+        "stage_mean",
+        "verification",
+    )
     inference = {k: config["inference"][k] for k in keys}
     return {
         "model": config["model"],

@@ -18,6 +18,11 @@ and query crop alike; the mirrored view's boxes are mirrored back (``x -> 1 - x`
 score in a window is the mean of the two views' scores and its box is the box of the view that scored higher. The
 backbone then sees each frame twice (once per view), and the stages run on twice the windows.
 
+With ``verification`` (colour verification, not in the paper: :mod:`prvql.engine.verification`) the colours inside
+each window's best box are compared with the query's; a frame keeps the distance of the box it reports, and its
+final score combines the (reduced) model score with that distance. The model inputs of the buffered frames are
+then kept beside their features.
+
 Each window is independent, as in the released code: temporal attention and the knowledge generation modules
 never see frames of another window. Only the final stage is used.
 """
@@ -38,10 +43,11 @@ import torch
 from torch import Tensor, nn
 
 from prvql.atomic import atomic_path
-from prvql.boxes import denormalize_boxes, mirror_boxes
-from prvql.config import Config
+from prvql.boxes import denormalize_boxes, mirror_boxes, normalize_boxes
+from prvql.config import Config, VerificationConfig
 from prvql.data.transforms import prepare_frames
 from prvql.engine.validate import top_boxes
+from prvql.engine.verification import colour_descriptors, colour_distance, query_descriptors, verified_scores
 from prvql.errors import PRVQLError
 
 logger = logging.getLogger(__name__)
@@ -54,20 +60,26 @@ class FrameScores:
     """Per-frame result of one query over its searched frames ``0 .. N-1`` (model-fps frame indices).
 
     Attributes:
-        scores: [N] float32, sigmoid of the best anchor's logit in each frame.
+        scores: [N] float32, sigmoid of the best anchor's logit in each frame (with colour verification, the
+            verified score: :func:`prvql.engine.verification.verified_scores`).
         boxes: [N, 4] float32, that anchor's box, xyxy pixels of the output frame (see :class:`ClipQuery`).
+        colour_distances: [N] float32 colour distance between each box and the query, or None (no verification).
     """
 
     scores: np.ndarray
     boxes: np.ndarray
+    colour_distances: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
     def save(self, path: str | Path) -> None:
         """Write an ``.npz`` file atomically."""
+        arrays = {"scores": self.scores.astype(np.float32), "boxes": self.boxes.astype(np.float32)}
+        if self.colour_distances is not None:
+            arrays["colour_distances"] = self.colour_distances.astype(np.float32)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, scores=self.scores.astype(np.float32), boxes=self.boxes.astype(np.float32))
+            np.savez(f, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> FrameScores:
@@ -75,11 +87,14 @@ class FrameScores:
         try:
             with np.load(path, allow_pickle=False) as data:
                 scores, boxes = data["scores"], data["boxes"]
+                distances = data["colour_distances"] if "colour_distances" in data.files else None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise PRVQLError(f"{path}: not a per-frame score file ({exc})") from exc
         if scores.ndim != 1 or boxes.shape != (scores.shape[0], 4):
             raise PRVQLError(f"{path}: scores {scores.shape} and boxes {boxes.shape} do not match")
-        return cls(scores=scores, boxes=boxes)
+        if distances is not None and distances.shape != scores.shape:
+            raise PRVQLError(f"{path}: colour_distances {distances.shape} and scores {scores.shape} do not match")
+        return cls(scores=scores, boxes=boxes, colour_distances=distances)
 
 
 @dataclass
@@ -126,28 +141,37 @@ class _Accumulator:
     count: np.ndarray = field(init=False)
     best: np.ndarray = field(init=False)
     boxes: np.ndarray = field(init=False)
+    distances: np.ndarray = field(init=False)  # colour distance of each frame's box (verification only)
 
     def __post_init__(self) -> None:
         self.total = np.zeros(self.num_frames, np.float64)
         self.count = np.zeros(self.num_frames, np.int64)
         self.best = np.full(self.num_frames, -np.inf, np.float64)
         self.boxes = np.zeros((self.num_frames, 4), np.float32)
+        self.distances = np.zeros(self.num_frames, np.float32)
 
-    def add(self, start: int, scores: np.ndarray, boxes: np.ndarray) -> None:
-        """Add one window's outputs for frames ``start .. start + len(scores) - 1``: [n] scores, [n, 4] boxes."""
+    def add(self, start: int, scores: np.ndarray, boxes: np.ndarray, distances: np.ndarray | None = None) -> None:
+        """Add one window's outputs for frames ``start .. start + len(scores) - 1``: [n] scores, [n, 4] boxes and,
+        with verification, [n] colour distances of those boxes."""
         sl = slice(start, start + scores.shape[0])
         self.total[sl] += scores
         self.count[sl] += 1
         better = scores > self.best[sl]
         self.best[sl] = np.where(better, scores, self.best[sl])
         self.boxes[sl][better] = boxes[better]
+        if distances is not None:
+            self.distances[sl][better] = distances[better]
 
-    def result(self, height: int, width: int) -> FrameScores:
+    def result(self, height: int, width: int, verification: VerificationConfig | None = None) -> FrameScores:
         if (self.count == 0).any():
             raise RuntimeError("a searched frame was not covered by any window")
         scores = self.best if self.reduce == "max" else self.total / self.count
         boxes = denormalize_boxes(torch.from_numpy(self.boxes), height, width).numpy()
-        return FrameScores(scores=scores.astype(np.float32), boxes=boxes.astype(np.float32))
+        if verification is None:
+            return FrameScores(scores=scores.astype(np.float32), boxes=boxes.astype(np.float32))
+        v = verification
+        verified = verified_scores(scores, self.distances, v.score_weight, v.colour_weight, v.bias)
+        return FrameScores(verified, boxes.astype(np.float32), self.distances.copy())
 
 
 def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
@@ -181,6 +205,7 @@ class Predictor:
         num_stages: run only the model's first ``num_stages`` refinement stages (0 = all);
             ``PRVQL.forward_embedded``.
         stage_mean: score with the mean of the run stages' anchor logits; ``PRVQL.forward_embedded``.
+        verification: colour verification settings (module docstring), or None (off, the paper).
         device: where the model runs.
         bf16: bfloat16 autocast (an approximation: CUDA, or a CPU with bf16 units such as AMX; see benchmarks).
         sync_timing: synchronise CUDA around timed sections so ``stats`` timings are exact (slower).
@@ -200,6 +225,7 @@ class Predictor:
         flip_tta: bool = False,
         num_stages: int = 0,
         stage_mean: bool = False,
+        verification: VerificationConfig | None = None,
         device: str | torch.device = "cpu",
         bf16: bool = False,
         sync_timing: bool = False,
@@ -220,6 +246,9 @@ class Predictor:
             raise PRVQLError(f"inference.num_stages: must be in [0, {stages}] (0 = all; got {num_stages})")
         # passed only when set, so any model with the plain forward_embedded(video, query) still works
         self.stage_options = {"num_stages": num_stages, "stage_mean": stage_mean} if num_stages or stage_mean else {}
+        if verification is not None:
+            _check_verification(verification)
+        self.verification = verification
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.num_frames = num_frames
@@ -259,7 +288,10 @@ class Predictor:
         if not active:
             return results
 
-        query_feats = self._embed_views(torch.stack([q.image for q in active]).to(self.device))  # [Q, V, C, h, w]
+        query_images = torch.stack([q.image for q in active]).to(self.device)  # [Q, 3, S, S]
+        query_feats = self._embed_views(query_images)  # [Q, V, C, h, w]
+        v = self.verification
+        query_colours = None if v is None else query_descriptors(query_images, v.query_shrink, v.grid)  # [Q, 6]
         lengths = [q.num_frames for q in active]
         stream = _FrameStream(iter(frames), self)
         accumulators: list[_Accumulator | None] = [None] * len(active)
@@ -277,7 +309,8 @@ class Predictor:
                 if accumulators[i] is None:
                     accumulators[i] = _Accumulator(lengths[i], self.overlap_reduce)
             for b in range(0, len(wanted), self.windows_per_batch):
-                self._run_windows(wanted[b : b + self.windows_per_batch], lengths, stream, query_feats, accumulators)
+                batch = wanted[b : b + self.windows_per_batch]
+                self._run_windows(batch, lengths, stream, query_feats, query_colours, accumulators)
             chunk += 1
 
         height, width = stream.frame_size or (1, 1)
@@ -286,7 +319,7 @@ class Predictor:
                 results[q.key] = empty
                 continue
             out_h, out_w = q.output_size or (height, width)
-            results[q.key] = acc.result(out_h, out_w)
+            results[q.key] = acc.result(out_h, out_w, self.verification)
         return {k: results[k] for k in keys}
 
     def predict(self, frames: Iterable[np.ndarray], query: ClipQuery) -> FrameScores:
@@ -343,9 +376,11 @@ class Predictor:
         lengths: list[int],
         stream: _FrameStream,
         query_feats: Tensor,
+        query_colours: Tensor | None,
         accumulators: list[_Accumulator | None],
     ) -> None:
-        """One stage forward over windows ``(query index, start frame)``; results go to the accumulators."""
+        """One stage forward over windows ``(query index, start frame)``; results go to the accumulators.
+        ``query_colours``: [Q, 6] colour descriptors of the queries (verification only)."""
         starts = torch.tensor([s for _, s in windows])[:, None]  # [B, 1]
         last = torch.tensor([lengths[i] - 1 for i, _ in windows])[:, None]  # [B, 1]
         frame_ids = torch.minimum(starts + torch.arange(self.num_frames), last)  # [B, T], padded with the last frame
@@ -364,6 +399,11 @@ class Predictor:
         logits, boxes = out["logits"].float(), out["boxes"].float()  # [V*B, T, A], [V*B, T, A, 4]
         best_logit, best_boxes = top_boxes(logits, boxes)  # [V*B, T], [V*B, T, 4] with x1 <= x2, y1 <= y2
         scores, best_boxes = _merge_views(torch.sigmoid(best_logit), best_boxes, self.views)
+        distances = None
+        if query_colours is not None:
+            height, width = stream.frame_size
+            inside = normalize_boxes(denormalize_boxes(best_boxes, height, width), height, width)  # the reported box
+            distances = self._colour_distances(stream.images(frame_ids), inside, query_colours, windows)
         scores, best_boxes = scores.cpu().numpy(), best_boxes.cpu().numpy()
         self._sync()
         self.stats.stage_seconds += time.perf_counter() - t0
@@ -371,7 +411,36 @@ class Predictor:
         self.stats.stage_windows += len(windows)
         for b, (i, s) in enumerate(windows):
             valid = min(self.num_frames, lengths[i] - s)
-            accumulators[i].add(s, scores[b, :valid], best_boxes[b, :valid])
+            accumulators[i].add(
+                s, scores[b, :valid], best_boxes[b, :valid], None if distances is None else distances[b, :valid]
+            )
+
+    def _colour_distances(
+        self, images: Tensor, boxes: Tensor, query_colours: Tensor, windows: list[tuple[int, int]]
+    ) -> np.ndarray:
+        """[B, T, 3, S, S] window inputs and [B, T, 4] normalised boxes -> [B, T] colour distances of the boxes to
+        their window's query ([Q, 6] descriptors)."""
+        v = self.verification
+        b, t = boxes.shape[:2]
+        described = colour_descriptors(images.flatten(0, 1), boxes.flatten(0, 1), v.box_shrink, v.grid)  # [B*T, 6]
+        query = query_colours[[i for i, _ in windows]].cpu().repeat_interleave(t, dim=0)  # [B*T, 6]
+        return colour_distance(described, query, v.lightness_weight).view(b, t).numpy()
+
+
+def _check_verification(v: VerificationConfig) -> None:
+    """Refuse verification settings that cannot work: one PRVQLError line naming the key."""
+    checks = [
+        ("score_weight", v.score_weight, math.isfinite(v.score_weight), "a finite number"),
+        ("colour_weight", v.colour_weight, math.isfinite(v.colour_weight), "a finite number"),
+        ("bias", v.bias, math.isfinite(v.bias), "a finite number"),
+        ("box_shrink", v.box_shrink, 0 < v.box_shrink <= 1, "in (0, 1]"),
+        ("query_shrink", v.query_shrink, 0 < v.query_shrink <= 1, "in (0, 1]"),
+        ("lightness_weight", v.lightness_weight, math.isfinite(v.lightness_weight) and v.lightness_weight >= 0, ">= 0"),
+        ("grid", v.grid, v.grid >= 1, ">= 1"),
+    ]
+    for key, value, ok, rule in checks:
+        if not ok:
+            raise PRVQLError(f"inference.verification.{key}: must be {rule} (got {value!r})")
 
 
 def _merge_views(scores: Tensor, boxes: Tensor, views: int) -> tuple[Tensor, Tensor]:
@@ -395,6 +464,7 @@ class _FrameStream:
         self.start = 0
         self.end = 0
         self.feats: Tensor | None = None  # [end - start, V, C, h, w]
+        self.inputs: Tensor | None = None  # [end - start, 3, S, S] model inputs (kept for colour verification only)
         self.frame_size: tuple[int, int] | None = None
         self.exhausted_at: int | None = None
 
@@ -402,6 +472,8 @@ class _FrameStream:
         """Drop features of frames before ``start``; decode and embed frames up to ``end`` (exclusive)."""
         if self.feats is not None and start > self.start:
             self.feats = self.feats[start - self.start :]
+            if self.inputs is not None:
+                self.inputs = self.inputs[start - self.start :]
             self.start = start
         if end <= self.end or self.exhausted_at is not None:
             return
@@ -425,6 +497,8 @@ class _FrameStream:
         p.stats.decode_seconds += time.perf_counter() - t0
         feats = p._embed_views(images)
         self.feats = feats if self.feats is None else torch.cat([self.feats, feats])
+        if p.verification is not None:
+            self.inputs = images if self.inputs is None else torch.cat([self.inputs, images])
         p.stats.max_buffered_frames = max(p.stats.max_buffered_frames, self.feats.shape[0])
         if self.end == 0:
             self.start = 0
@@ -438,6 +512,10 @@ class _FrameStream:
         if torch.equal(local.flatten(), torch.arange(first, first + local.numel())):
             return self.feats[first : first + local.numel()].view(*local.shape, *self.feats.shape[1:])
         return self.feats[local.to(self.feats.device)]
+
+    def images(self, frame_ids: Tensor) -> Tensor:
+        """Absolute frame indices [...] (all in ``[start, end)``) -> model inputs [..., 3, S, S] (verification)."""
+        return self.inputs[(frame_ids - self.start).to(self.inputs.device)]
 
 
 def build_predictor(
@@ -457,6 +535,7 @@ def build_predictor(
         flip_tta=inf.flip_tta,
         num_stages=inf.num_stages,
         stage_mean=inf.stage_mean,
+        verification=inf.verification if inf.verification.enabled else None,
         device=device,
         bf16=inf.bf16,
         sync_timing=sync_timing,
