@@ -414,6 +414,21 @@ def test_predict_resume_refuses_a_cache_from_other_settings(dataset: dict, tiny_
     assert "meta.json" in capsys.readouterr().err
 
 
+def test_predict_max_clips_searches_a_sample(dataset: dict, tiny_weights: Path, capsys) -> None:
+    """--max-clips 1 searches only the first clip with valid queries (clipA); the rest are written empty."""
+    status, output = _predict(dataset, tiny_weights, "--max-clips", "1")
+    assert status == 0
+    cache = output.with_name("pred.json.cache")
+    assert sorted(p.name for p in cache.glob("*.npz")) == ["a1_1.npz", "a1_2.npz"]
+    raw = json.loads(output.read_text())
+    clip_b = raw["results"]["videos"][1]["clips"][0]["predictions"][0]["query_sets"]["1"]
+    assert clip_b == {"bboxes": [], "score": 0.0}
+    capsys.readouterr()
+    status, _ = _predict(dataset, tiny_weights, "--max-clips", "0")
+    err = capsys.readouterr().err
+    assert status == 2 and "--max-clips: must be >= 1 (got 0)" in err and len(err.strip().splitlines()) == 1
+
+
 def test_predict_bad_inputs_exit_2(dataset: dict, tiny_weights: Path, capsys) -> None:
     status, _ = _predict({**dataset, "clips": dataset["root"] / "nowhere"}, tiny_weights)
     assert status == 2 and "--clips" in capsys.readouterr().err

@@ -3,7 +3,9 @@
 Every valid query set is searched over the frames before its query frame; the backbone runs once per clip frame
 whatever the number of queries on the clip. Per-query score curves are cached in ``OUTPUT.cache/<key>.npz`` as
 clips finish (``--resume`` skips the cached ones; ``prvql visualize`` and ``prvql locate``-style plots read them).
-A missing or unreadable clip is reported and its queries are written empty; the run goes on.
+A missing or unreadable clip is reported and its queries are written empty; the run goes on. ``--max-clips N``
+searches only the first N clips (in file order, counting clips with a valid query set): a quick sample, whose
+other queries are written empty.
 
 Several processes share the clips under torchrun (rank r takes clips i with i % world == r), e.g.
 ``torchrun --nproc_per_node 8 -m prvql predict ...``; rank 0 writes the file when every rank has finished.
@@ -29,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, type=Path, help="predictions JSON to write")
     parser.add_argument("--cache", type=Path, help="per-query score folder (default: OUTPUT.cache)")
     parser.add_argument("--resume", action="store_true", help="reuse cached per-query results")
+    parser.add_argument(
+        "--max-clips", type=int, metavar="N", help="search only the first N clips (file order; a sample)"
+    )
     add_process_device_option(parser)
     add_override_option(parser, "inference.windows_per_batch=8")
 
@@ -56,9 +61,12 @@ def run(args: argparse.Namespace) -> int:
     from prvql.engine.postprocess import build_postprocessor
     from prvql.engine.predictions import write_predictions
     from prvql.engine.trained_model import default_weights_path, load_inference_model
+    from prvql.errors import PRVQLError
     from prvql.paths import check_input_dir, check_output_dir, check_output_file
 
     check_output_file(args.output, "--output")
+    if args.max_clips is not None and args.max_clips < 1:
+        raise PRVQLError(f"--max-clips: must be >= 1 (got {args.max_clips})")
     cache = ScoreCache(args.cache or args.output.with_name(args.output.name + ".cache"))
     check_output_dir(cache.root, "--cache")
     annotations = load_annotations(args.annotations)
@@ -78,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 cache.drop_unreadable([r.key for r in annotations.records() if r.is_valid and r.clip_uid])
         barrier()
-        jobs = clip_jobs(annotations)[info.rank :: info.world_size]
+        jobs = clip_jobs(annotations)[: args.max_clips][info.rank :: info.world_size]
         predictor = build_predictor(cfg, model, info.device)
 
         def progress(items):
