@@ -58,22 +58,27 @@ def auroc(positives: np.ndarray, negatives: np.ndarray) -> float:
     return float(u / (len(positives) * len(negatives)))
 
 
-def frame_aurocs(annotations: Path, cache: ScoreCache) -> dict:
-    """Pooled and mean per-query AUROC of the cached score curves against ``synthetic_occurrences``."""
+def frame_curves(annotations: Path, cache: ScoreCache) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per labelled query with a cached curve: (scores of its positive frames, scores of its negative frames), where
+    a frame is positive when the target is visible in it (``synthetic_occurrences``)."""
     occurrences = load_synthetic_occurrences(annotations)
     if not occurrences:
         raise SystemExit(f"{annotations}: no synthetic_occurrences (regenerate the set with this version of prvql)")
-    pooled_pos, pooled_neg, per_query = [], [], []
+    curves = []
     for record in load_annotations(annotations).valid_records():
         if record.key not in occurrences or record.key not in cache:
             continue
         scores = cache.load(record.key).scores
         labels = np.array([j in occurrences[record.key] for j in range(len(scores))])
-        pooled_pos.append(scores[labels])
-        pooled_neg.append(scores[~labels])
-        if labels.any() and not labels.all():
-            per_query.append(auroc(scores[labels], scores[~labels]))
-    pos, neg = np.concatenate(pooled_pos), np.concatenate(pooled_neg)
+        curves.append((scores[labels], scores[~labels]))
+    return curves
+
+
+def frame_aurocs(annotations: Path, cache: ScoreCache) -> dict:
+    """Pooled and mean per-query AUROC of the cached score curves against ``synthetic_occurrences``."""
+    curves = frame_curves(annotations, cache)
+    per_query = [auroc(p, n) for p, n in curves if len(p) and len(n)]
+    pos, neg = np.concatenate([p for p, _ in curves]), np.concatenate([n for _, n in curves])
     return {
         "frame_auroc_pooled": auroc(pos, neg),
         "frame_auroc_mean_per_query": float(np.mean(per_query)),

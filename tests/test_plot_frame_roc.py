@@ -1,0 +1,55 @@
+"""benchmarks/plot_frame_roc.py: ROC points whose area is the AUROC, and the plot from score caches."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from prvql.engine.batch_predict import ScoreCache
+from prvql.engine.inference import FrameScores
+from tests.test_verification import synthetic_annotations
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+from demo_heldout import auroc  # noqa: E402
+from plot_frame_roc import roc_points  # noqa: E402
+
+
+def test_roc_points_enclose_the_auroc() -> None:
+    rng = np.random.default_rng(1)
+    positives, negatives = rng.normal(1, 1, 300).round(1), rng.normal(0, 1, 500).round(1)  # with ties
+    fpr, tpr = roc_points(positives, negatives)
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert (np.diff(fpr) >= 0).all() and (np.diff(tpr) >= 0).all()
+    area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    assert abs(area - auroc(positives, negatives)) < 1e-9
+    fpr, tpr = roc_points(np.array([0.8, 0.9]), np.array([0.1, 0.2]))  # perfect separation reaches (0, 1)
+    assert any(f == 0 and t == 1 for f, t in zip(fpr, tpr, strict=True))
+
+
+def test_plot_from_caches(tmp_path: Path) -> None:
+    annotations = synthetic_annotations(tmp_path / "vq.json", {"1": [2, 3], "2": [5]})
+    cache = ScoreCache(tmp_path / "cache")
+    cache.root.mkdir()
+    for key in ("a_1", "a_2"):
+        cache.save(key, FrameScores(np.linspace(0, 1, 10, dtype=np.float32), np.zeros((10, 4), np.float32)))
+    out = tmp_path / "roc.png"
+    run = subprocess.run(
+        [sys.executable, "plot_frame_roc.py", "--annotations", annotations, "--cache", f"m={cache.root}", "--out", out],
+        cwd=BENCHMARKS,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = subprocess.run(
+        [sys.executable, "plot_frame_roc.py", "--annotations", annotations, "--cache", "nolabel", "--out", out],
+        cwd=BENCHMARKS,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "expected LABEL=DIR" in bad.stderr and "Traceback" not in bad.stderr
