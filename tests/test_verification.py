@@ -87,12 +87,16 @@ def test_verified_scores() -> None:
     assert np.isfinite(verified_scores(np.array([0.0, 1.0]), np.zeros(2), 1.0, -1.0, 0.0)).all()
 
 
-def test_predictor_reports_the_distance_of_the_box_it_reports(tiny_cfg: Config, tiny_model: nn.Module) -> None:
-    """With overlapping windows each frame's distance is that of its reported (best-window) box, recomputed here
-    from the model inputs; the scores are the plain ones re-scored with the configured coefficients."""
+@pytest.mark.parametrize("flip_tta", [False, True])
+def test_predictor_reports_the_distance_of_the_box_it_reports(
+    tiny_cfg: Config, tiny_model: nn.Module, flip_tta: bool
+) -> None:
+    """With overlapping windows (and the mirrored view) each frame's distance is that of its reported box,
+    recomputed here from the model inputs; the scores are the plain ones re-scored with the configured coefficients."""
     decoded = random_frames(9, seed=4)
     query = crop_query("q", decoded, 9, tiny_cfg.model.input_size)
     tiny_cfg.inference.window_overlap = 3
+    tiny_cfg.inference.flip_tta = flip_tta
     plain = build_predictor(tiny_cfg, tiny_model).predict(iter(decoded), query)
     assert plain.colour_distances is None
     v = tiny_cfg.inference.verification
