@@ -22,7 +22,6 @@ from torchvision.ops import roi_align
 
 from prvql.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-DESCRIPTOR_SIZE = 6  # Lab mean (3) and standard deviation (3)
 LOGIT_EPS = 1e-4  # scores are clipped to [eps, 1 - eps] before the logit
 
 
