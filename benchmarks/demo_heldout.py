@@ -35,6 +35,7 @@ from scipy.stats import mannwhitneyu
 
 from prvql.data.annotations import load_annotations, load_synthetic_occurrences
 from prvql.engine.batch_predict import ScoreCache
+from prvql.errors import PRVQLError
 
 HERE = Path(__file__).resolve().parent
 METRICS = ("tAP25", "stAP25", "success", "recovery", "tAP", "stAP")
@@ -63,7 +64,7 @@ def frame_curves(annotations: Path, cache: ScoreCache) -> list[tuple[np.ndarray,
     a frame is positive when the target is visible in it (``synthetic_occurrences``)."""
     occurrences = load_synthetic_occurrences(annotations)
     if not occurrences:
-        raise SystemExit(f"{annotations}: no synthetic_occurrences (regenerate the set with this version of prvql)")
+        raise PRVQLError(f"{annotations}: no synthetic_occurrences (regenerate the set with this version of prvql)")
     curves = []
     for record in load_annotations(annotations).valid_records():
         if record.key not in occurrences or record.key not in cache:
@@ -209,9 +210,12 @@ def main() -> None:
         "model": _evaluate(args.annotations, predictions),
         "baseline": _evaluate(args.annotations, baseline),
     }
-    summary["model"].update(
-        frame_aurocs(args.annotations, ScoreCache(predictions.with_name(predictions.name + ".cache")))
-    )
+    try:
+        summary["model"].update(
+            frame_aurocs(args.annotations, ScoreCache(predictions.with_name(predictions.name + ".cache")))
+        )
+    except PRVQLError as exc:
+        sys.exit(f"demo_heldout: error: {exc}")
     summary["demo"] = demo_seeds(args.weights, list(range(args.seeds)), args.out)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     table = markdown(summary)

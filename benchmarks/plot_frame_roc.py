@@ -24,6 +24,7 @@ from demo_heldout import auroc, frame_curves  # noqa: E402
 
 from prvql.atomic import atomic_path  # noqa: E402
 from prvql.engine.batch_predict import ScoreCache  # noqa: E402
+from prvql.errors import PRVQLError  # noqa: E402
 
 
 def roc_points(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +48,14 @@ def main() -> int:
         if not sep or not Path(folder).is_dir():
             print(f"plot_frame_roc: error: --cache {item!r}: expected LABEL=DIR of an existing folder", file=sys.stderr)
             return 2
-        curves = frame_curves(args.annotations, ScoreCache(Path(folder)))
+        try:
+            curves = frame_curves(args.annotations, ScoreCache(Path(folder)))
+        except PRVQLError as exc:
+            print(f"plot_frame_roc: error: {exc}", file=sys.stderr)
+            return 2
+        if not curves:
+            print(f"plot_frame_roc: error: {folder}: no cached curve of a labelled query", file=sys.stderr)
+            return 2
         pos, neg = np.concatenate([p for p, _ in curves]), np.concatenate([n for _, n in curves])
         per_query = np.mean([auroc(p, n) for p, n in curves if len(p) and len(n)])
         fpr, tpr = roc_points(pos, neg)
@@ -56,8 +64,12 @@ def main() -> int:
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=args.title, xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    with atomic_path(args.out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    try:
+        with atomic_path(args.out) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    except OSError as exc:
+        print(f"plot_frame_roc: error: --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(f"wrote {args.out}")
     return 0
 

@@ -30,7 +30,7 @@ import torch
 from prvql.atomic import atomic_write_json
 from prvql.data.annotations import load_annotations, load_synthetic_occurrences
 from prvql.engine.batch_predict import ScoreCache
-from prvql.engine.verification import LOGIT_EPS
+from prvql.engine.verification import score_logits
 from prvql.errors import PRVQLError
 
 
@@ -49,10 +49,9 @@ def labelled_frames(annotations: Path, cache: ScoreCache) -> tuple[np.ndarray, n
             raise PRVQLError(
                 f"{cache.path(record.key)}: no colour distances (predict with inference.verification.enabled=true)"
             )
-        p = np.clip(result.scores.astype(np.float64), LOGIT_EPS, 1 - LOGIT_EPS)
-        logits.append(np.log(p / (1 - p)))
+        logits.append(score_logits(result.scores))
         distances.append(result.colour_distances.astype(np.float64))
-        labels.append(np.array([j in occurrences[record.key] for j in range(len(p))], np.float64))
+        labels.append(np.array([j in occurrences[record.key] for j in range(len(result))], np.float64))
         queries += 1
     if not queries:
         raise PRVQLError(f"{cache.root}: no cached curve of a labelled query of {annotations.name}")
@@ -100,7 +99,11 @@ def main() -> int:
         "queries": queries,
     }
     if args.out:
-        atomic_write_json(args.out, result, indent=1)
+        try:
+            atomic_write_json(args.out, result, indent=1)
+        except OSError as exc:
+            print(f"fit_verification: error: --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     print(json.dumps(result))
     print(
         "--set inference.verification.enabled=true"

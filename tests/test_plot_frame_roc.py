@@ -53,3 +53,13 @@ def test_plot_from_caches(tmp_path: Path) -> None:
         text=True,
     )
     assert bad.returncode == 2 and "expected LABEL=DIR" in bad.stderr and "Traceback" not in bad.stderr
+    (tmp_path / "bad.json").write_text("{not json")
+    broken = subprocess.run(
+        [sys.executable, "plot_frame_roc.py", "--annotations", tmp_path / "bad.json", "--cache", f"m={cache.root}"]
+        + ["--out", tmp_path / "other.png"],
+        cwd=BENCHMARKS,
+        capture_output=True,
+        text=True,
+    )
+    assert broken.returncode == 2 and "bad.json: not valid JSON" in broken.stderr
+    assert len(broken.stderr.strip().splitlines()) == 1 and not (tmp_path / "other.png").exists()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.special import expit, logit
 from skimage.color import rgb2lab
 from torch import Tensor
 from torchvision.ops import roi_align
@@ -70,11 +71,15 @@ def colour_distance(boxes: Tensor, query: Tensor, lightness_weight: float) -> Te
     return (((boxes - query) ** 2) * weights).sum(-1).sqrt()
 
 
+def score_logits(scores: np.ndarray) -> np.ndarray:
+    """[N] scores in [0, 1] -> [N] float64 logits, the scores clipped to ``[LOGIT_EPS, 1 - LOGIT_EPS]`` first."""
+    return logit(np.clip(scores.astype(np.float64), LOGIT_EPS, 1 - LOGIT_EPS))
+
+
 def verified_scores(
     scores: np.ndarray, distances: np.ndarray, score_weight: float, colour_weight: float, bias: float
 ) -> np.ndarray:
     """[N] scores in [0, 1] and [N] colour distances -> [N] float32 ``sigmoid(score_weight * logit(score) +
     colour_weight * distance + bias)``."""
-    p = np.clip(scores.astype(np.float64), LOGIT_EPS, 1 - LOGIT_EPS)
-    z = score_weight * np.log(p / (1 - p)) + colour_weight * distances.astype(np.float64) + bias
-    return (1 / (1 + np.exp(-z))).astype(np.float32)
+    z = score_weight * score_logits(scores) + colour_weight * distances.astype(np.float64) + bias
+    return expit(z).astype(np.float32)

@@ -180,9 +180,7 @@ class PRVQL(nn.Module):
                 keeps.append(keep)  # [B, n]: how often each knowledge slot is kept (training log)
             if self.skg is not None:
                 video = self.vfr(video, initial, self.skg(out.cross_attention, out.temporal_attention))
-        if not every_stage:
-            return {**stages[-1], "anchors": self.anchors, "stages": stages}
-        extra = {"akg_keep": torch.stack(keeps, dim=1)} if keeps else {}
+        extra = {"akg_keep": torch.stack(keeps, dim=1)} if every_stage and keeps else {}
         return {**stages[-1], "anchors": self.anchors, "stages": stages, **extra}
 
     def _akg_boxes(self, stage: RefinementStage, out: StageOutput) -> Tensor:
