@@ -156,6 +156,11 @@ class DataConfig:
     flip_prob: float = 0.5
     crop_scale: tuple[float, float] = (0.66, 1.0)
     crop_ratio: tuple[float, float] = (0.8, 1.2)
+    query_augment: bool = False  # also jitter and warp the query crop on its own (not in the released code)
+    query_degrees: float = 15.0  # its largest rotation
+    query_perspective: float = 0.3  # its perspective distortion (applied to half the queries)
+    query_scale: tuple[float, float] = (0.8, 1.25)  # its zoom range
+    query_blur_prob: float = 0.3
     num_workers: int = 4
 
 

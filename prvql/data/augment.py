@@ -4,6 +4,10 @@ Applied to the padded square input (as the released code does), with ONE set of 
 of the window: colour jitter, horizontal flip, random resized crop back to the input size. A frame whose box leaves
 the crop becomes a negative frame (occurrence false, box zeroed).
 
+:class:`QueryAugment` (``data.query_augment``; not in the released code, whose ``aug_query`` is off) changes the
+query crop on its own: colour, perspective, rotation, scale and blur, so that the sighting the visual crop was cut
+from is not matched pixel for pixel and later sightings under another view are learnt as well.
+
 :func:`recolour_box` makes the recoloured query of ``loss.recoloured_negatives``.
 """
 
@@ -76,6 +80,45 @@ class WindowAugment:
         occurrence = occurrence & visible
         out_boxes = torch.where(occurrence[:, None], out_boxes / self.size, torch.zeros_like(out_boxes))
         return video.as_subclass(Tensor).clamp(0, 1), out_boxes, occurrence
+
+
+class QueryAugment:
+    """Augmentation of the query crop alone, independent of the window's.
+
+    Args:
+        color_jitter: (brightness, contrast, saturation) strengths.
+        degrees: largest in-plane rotation, degrees either way.
+        perspective: ``distortion_scale`` of the random perspective warp (applied with probability 1/2).
+        scale: zoom range of the crop's content.
+        blur_prob: probability of a Gaussian blur.
+        blur_sigma: range of the blur's standard deviation, pixels of the S x S crop.
+        fill: value of the pixels a warp uncovers, in [0, 1] image units (``data.pad_value``).
+    """
+
+    def __init__(
+        self,
+        color_jitter: tuple[float, float, float],
+        degrees: float,
+        perspective: float,
+        scale: tuple[float, float],
+        blur_prob: float,
+        blur_sigma: tuple[float, float] = (0.1, 1.5),
+        fill: float = 0.5,
+    ) -> None:
+        brightness, contrast, saturation = color_jitter
+        kernel = 2 * math.ceil(3 * blur_sigma[1]) + 1
+        self.transform = v2.Compose(
+            [
+                v2.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation),
+                v2.RandomPerspective(distortion_scale=perspective, p=0.5, fill=fill),
+                v2.RandomAffine(degrees=degrees, scale=scale, fill=fill),
+                v2.RandomApply([v2.GaussianBlur(kernel, sigma=blur_sigma)], p=blur_prob),
+            ]
+        )
+
+    def __call__(self, query: Tensor) -> Tensor:
+        """float [3, S, S] in [0, 1] -> float [3, S, S] in [0, 1] (randomness from torch's global generator)."""
+        return self.transform(query).clamp(0, 1)
 
 
 def recolour_box(frame: np.ndarray, box_xyxy: Sequence[float], rng: np.random.Generator) -> np.ndarray:

@@ -8,16 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from prvql.boxes import normalize_boxes, rescale_boxes
 from prvql.config import Config
 from prvql.data.annotations import QueryRecord, load_annotations, load_egotracks
-from prvql.data.augment import WindowAugment, recolour_box
+from prvql.data.augment import QueryAugment, WindowAugment, recolour_box
 from prvql.data.batch import Sample
 from prvql.data.frames import FrameSource
 from prvql.data.sampling import WindowSampler, build_sampler, positive_frames
-from prvql.data.transforms import normalize_image, pad_resize, prepare_query
+from prvql.data.transforms import normalize_image, pad_resize, query_image
 from prvql.errors import VideoError
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class VQ2DTrainDataset(Dataset):
         input_size: S, side of the square model input.
         sampler: picks the window's frames.
         augment: window augmentation, or None (validation).
+        query_augment: augmentation of the query crop on its own (``data.query_augment``), or None.
         pad_value: pad value of the square input, in [0, 1] image units.
         recoloured_queries: also give each sample its query with the visual-crop box recoloured
             (``Sample.recoloured_query``, for ``loss.recoloured_negatives``).
@@ -52,6 +54,7 @@ class VQ2DTrainDataset(Dataset):
         sampler: WindowSampler,
         augment: WindowAugment | None,
         pad_value: float,
+        query_augment: QueryAugment | None = None,
         recoloured_queries: bool = False,
         seed: int = 0,
         max_tries: int = 10,
@@ -64,6 +67,7 @@ class VQ2DTrainDataset(Dataset):
         self.input_size = input_size
         self.sampler = sampler
         self.augment = augment
+        self.query_augment = query_augment
         self.pad_value = pad_value
         self.recoloured_queries = recoloured_queries
         self.seed = seed
@@ -121,19 +125,26 @@ class VQ2DTrainDataset(Dataset):
                 x, boxes, occurrence = self.augment(x, boxes, occurrence)
         crop = rescale_boxes(torch.tensor(record.visual_crop_box), original, query_frame.shape[:2])
         recoloured = (
-            prepare_query(recolour_box(query_frame, crop.tolist(), rng), crop, self.input_size)
-            if self.recoloured_queries
-            else None
+            self._query(recolour_box(query_frame, crop.tolist(), rng), crop, rng) if self.recoloured_queries else None
         )
         return Sample(
             frames=normalize_image(x),
-            query=prepare_query(query_frame, crop, self.input_size),
+            query=self._query(query_frame, crop, rng),
             boxes=boxes,
             occurrence=occurrence,
             before_query=before_query,
             key=record.key,
             recoloured_query=recoloured,
         )
+
+    def _query(self, frame: np.ndarray, crop: Tensor, rng: np.random.Generator) -> Tensor:
+        """The normalised query [3, S, S] cut from ``frame`` [H, W, 3] at ``crop`` (xyxy pixels), augmented if set."""
+        image = query_image(frame, crop, self.input_size)
+        if self.query_augment is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(rng.integers(2**62)))
+                image = self.query_augment(image)
+        return normalize_image(image)
 
 
 def _resolve(root: Path, name: str) -> Path:
@@ -161,9 +172,21 @@ def build_train_dataset(cfg: Config, split: str = "train") -> VQ2DTrainDataset:
             if data.augment
             else None
         )
+        query_augment = (
+            QueryAugment(
+                data.color_jitter,
+                data.query_degrees,
+                data.query_perspective,
+                data.query_scale,
+                data.query_blur_prob,
+                fill=data.pad_value,
+            )
+            if data.query_augment
+            else None
+        )
     elif split == "val":
         records = load_annotations(_resolve(root, data.val_annotations)).valid_records()
-        sampler, augment = build_sampler("balance"), None
+        sampler, augment, query_augment = build_sampler("balance"), None, None
     else:
         raise ValueError(f"unknown split {split!r} (train or val)")
     frames_dir = _resolve(root, data.frames_dir) if data.frames_dir else None
@@ -175,6 +198,7 @@ def build_train_dataset(cfg: Config, split: str = "train") -> VQ2DTrainDataset:
         input_size=cfg.model.input_size,
         sampler=sampler,
         augment=augment,
+        query_augment=query_augment,
         pad_value=data.pad_value,
         recoloured_queries=split == "train" and cfg.loss.recoloured_negatives,
         seed=cfg.train.seed,

@@ -115,8 +115,8 @@ def released_query_box(box_xyxy: Sequence[float] | Tensor, height: int, width: i
     return max(cx - r, 0.0), max(cy - r, 0.0), min(cx + r, width - 1.0), min(cy + r, height - 1.0)
 
 
-def prepare_query(frame: Frames, box_xyxy: Sequence[float] | Tensor, size: int, released: bool = False) -> Tensor:
-    """The query image from its frame.
+def query_image(frame: Frames, box_xyxy: Sequence[float] | Tensor, size: int, released: bool = False) -> Tensor:
+    """The query image from its frame, before normalisation (what ``data.query_augment`` works on).
 
     Args:
         frame: uint8 [H, W, 3] (numpy or torch).
@@ -125,15 +125,19 @@ def prepare_query(frame: Frames, box_xyxy: Sequence[float] | Tensor, size: int, 
         released: crop and resize as the released code does (PIL, see the module docstring).
 
     Returns:
-        float [3, S, S], ImageNet-normalised: the squared box's content resized directly (antialiased) to S x S.
+        float [3, S, S] in [0, 1]: the squared box's content resized directly (antialiased) to S x S.
     """
     if released:
         from PIL import Image
 
         image = Image.fromarray(np.ascontiguousarray(np.asarray(frame.cpu() if isinstance(frame, Tensor) else frame)))
         crop = image.crop(released_query_box(box_xyxy, image.height, image.width)).resize((size, size))
-        return normalize_image(torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1))
+        return torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1)
     x = to_tensor_nchw(frame[None] if isinstance(frame, np.ndarray) else frame.unsqueeze(0))
     x1, y1, x2, y2 = query_crop_box(box_xyxy, x.shape[2], x.shape[3])
-    crop = _resize(x[:, :, y1:y2, x1:x2], size, size)
-    return normalize_image(crop[0])
+    return _resize(x[:, :, y1:y2, x1:x2], size, size)[0]
+
+
+def prepare_query(frame: Frames, box_xyxy: Sequence[float] | Tensor, size: int, released: bool = False) -> Tensor:
+    """The query image from its frame, ImageNet-normalised: float [3, S, S] (:func:`query_image`, normalised)."""
+    return normalize_image(query_image(frame, box_xyxy, size, released))
