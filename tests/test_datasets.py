@@ -202,3 +202,48 @@ def test_build_train_dataset_from_config(data_root: Path) -> None:
     sample = train[0]
     assert sample.frames.shape == (cfg.model.num_frames, 3, cfg.model.input_size, cfg.model.input_size)
     assert positive_frames(train.records[0]) == list(RT)
+
+
+def test_query_augment_changes_only_the_query(data_root: Path) -> None:
+    """data.query_augment: the window is the same as without it, the query is warped and recoloured, seeded."""
+    from prvql.data.augment import QueryAugment
+    from prvql.data.transforms import prepare_query
+
+    record = records(data_root)[0]
+    plain = dataset(data_root)
+    augment = QueryAugment((0.4, 0.4, 0.3), degrees=30.0, perspective=0.5, scale=(0.6, 0.8), blur_prob=0.5)
+    augmented = VQ2DTrainDataset(
+        [record], FrameSource(data_root / "clips"), T, S, BalanceSampler(), None, 0.5, query_augment=augment, seed=0
+    )
+    a = plain.load(record, np.random.default_rng(5))
+    b = augmented.load(record, np.random.default_rng(5))
+    assert torch.equal(a.frames, b.frames) and torch.equal(a.boxes, b.boxes)
+    crop_frame = FrameSource(data_root / "clips").read("clip-a", [record.visual_crop_frame])[0]
+    crop = torch.tensor(record.visual_crop_box) / 2  # the annotations use a 2x larger original frame
+    assert torch.allclose(a.query, prepare_query(crop_frame, crop, S), atol=1e-6)  # off: the plain query
+    assert (a.query - b.query).abs().mean() > 0.1
+    # zoomed out to 0.6-0.8 of its size: the red square fills at most 0.8^2 of the query, and its centre stays red
+    red = [(r > g + 0.2).float() for r, g, _ in (unnormalize(a.query), unnormalize(b.query))]
+    assert red[0].mean() > 0.9 and 0.2 < red[1].mean() < 0.7 and red[1][S // 2, S // 2] == 1
+    c = augmented.load(record, np.random.default_rng(5))
+    assert torch.equal(b.query, c.query)  # the same generator state, the same query
+    d = augmented.load(record, np.random.default_rng(6))
+    assert not torch.equal(b.query, d.query)
+
+
+def test_query_augment_keeps_range_and_size() -> None:
+    from prvql.data.augment import QueryAugment
+
+    torch.manual_seed(0)
+    image = torch.rand(3, S, S)
+    out = QueryAugment((0.4, 0.4, 0.3), 15.0, 0.3, (0.8, 1.25), 1.0)(image)
+    assert out.shape == image.shape and out.min() >= 0 and out.max() <= 1
+    assert not torch.allclose(out, image, atol=0.05)
+
+
+def test_build_train_dataset_query_augment_only_for_training(data_root: Path) -> None:
+    base: Config = load_config("tiny", ["data.query_augment=true", "data.val_annotations=vq_train.json"])
+    cfg = dataclasses.replace(base, data=dataclasses.replace(base.data, root=str(data_root)))
+    assert build_train_dataset(cfg, "train").query_augment is not None
+    assert build_train_dataset(cfg, "val").query_augment is None
+    assert build_train_dataset(load_config("tiny", [f"data.root={data_root}"]), "train").query_augment is None
