@@ -38,6 +38,7 @@ def grid_search(
     track_ratios: list[float],
     score_modes: list[str],
     objective: list[str],
+    after_visual_crop: bool = False,
 ) -> list[dict]:
     """Every grid point with its metrics and ``objective`` score, best first (ties: the earlier grid point first).
 
@@ -48,7 +49,13 @@ def grid_search(
     cache = ScoreCache(cache_dir)
     rows = []
     for kernel, peak_ratio, track_ratio, score in itertools.product(kernels, peak_ratios, track_ratios, score_modes):
-        post = PostProcessor(median_kernel=kernel, peak_ratio=peak_ratio, track_ratio=track_ratio, score_mode=score)
+        post = PostProcessor(
+            median_kernel=kernel,
+            peak_ratio=peak_ratio,
+            track_ratio=track_ratio,
+            score_mode=score,
+            after_visual_crop=after_visual_crop,
+        )
         metrics = evaluate_predictions(annotations, tracks_from_cache(annotations, cache, post)).overall.to_dict()
         rows.append(
             {
@@ -82,6 +89,11 @@ def main() -> None:
         default="stAP25,success,recovery",
         help=f"comma-separated metrics ({', '.join(METRICS)}) to maximise together (see grid_search)",
     )
+    parser.add_argument(
+        "--after-visual-crop",
+        action="store_true",
+        help="apply inference.after_visual_crop (the Ego4D protocol rule; prvql/engine/postprocess.py)",
+    )
     parser.add_argument("--top", type=int, default=10, help="rows to print")
     parser.add_argument("--out", type=Path, help="write every row here (JSON)")
     args = parser.parse_args()
@@ -96,7 +108,7 @@ def main() -> None:
         grid = [int(k) for k in args.kernels.split(",")], _floats(args.peak_ratios), _floats(args.track_ratios)
         for kernel, peak_ratio, track_ratio in itertools.product(*grid):  # bad values: one line, before any work
             PostProcessor(median_kernel=kernel, peak_ratio=peak_ratio, track_ratio=track_ratio)
-        rows = grid_search(args.annotations, args.cache, *grid, score_modes, objective)
+        rows = grid_search(args.annotations, args.cache, *grid, score_modes, objective, args.after_visual_crop)
     except (ValueError, PRVQLError) as exc:
         parser.error(str(exc))
     header = ["median_kernel", "peak_ratio", "track_ratio", "score", *METRICS, "objective"]

@@ -239,6 +239,7 @@ class InferenceConfig:
     peak_ratio: float = 0.79
     track_ratio: float = 0.585
     reach_ends: bool = True  # False reproduces the released code's off-by-ones at frame 0 and the last frame
+    after_visual_crop: bool = False  # Ego4D protocol: a visual crop before the query frame -> answer after it
     score: str = "constant"  # "constant" | "peak"
     constant_score: float = 1.0
     fps: float = 5.0  # frame rate the model sees; `locate` resamples any video to it

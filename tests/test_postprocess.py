@@ -135,3 +135,36 @@ def test_rejects_an_empty_curve():
         find_track_window(np.zeros(0), median_kernel=3)
     assert window([0.7]) == (0, 0, 0)
     assert window([0.7], reach_ends=False) == (0, 0, 0)
+
+
+def test_first_frame_searches_only_the_frames_after_it():
+    # the highest peak (frame 2, the visual crop's sighting) hides the later, weaker one (frame 8) from peak_ratio 0.5
+    scores = [0.1, 0.8, 1.0, 0.8, 0.1, 0.1, 0.1, 0.35, 0.4, 0.35, 0.1]
+    assert window(scores, peak_ratio=0.5, track_ratio=0.8) == (1, 3, 2)
+    w = find_track_window(np.asarray(scores), peak_ratio=0.5, track_ratio=0.8, first_frame=4)
+    assert (w.start, w.end, w.peak) == (7, 9, 8) and w.peak_score == 0.4
+    assert np.array_equal(w.smoothed, scores) and w.peaks.tolist() == [8] and w.peak_threshold == pytest.approx(0.2)
+    # right after the crop frame the falling side of its sighting (frame 3, 0.8) is no peak: frame 8 still wins
+    assert window(scores, peak_ratio=0.5, track_ratio=0.8, first_frame=3) == (7, 9, 8)
+    # frames before first_frame never join the window, however high they score
+    w = find_track_window(np.asarray([0.9, 0.9, 0.8, 0.9, 0.2]), track_ratio=0.5, first_frame=2)
+    assert (w.start, w.end, w.peak) == (2, 3, 3)
+    # no peak from first_frame on (a falling tail): its highest frame is the peak; threshold 0.72 keeps frame 3 only
+    assert window([0.2, 1.0, 0.9, 0.8, 0.7], track_ratio=0.8, first_frame=2) == (2, 3, 2)
+    for bad in (-1, 11):
+        with pytest.raises(ValueError, match="first_frame"):
+            find_track_window(np.asarray(scores), first_frame=bad)
+
+
+def test_after_visual_crop_uses_the_crop_frame_only_when_switched_on():
+    scores = np.array([0.1, 0.8, 1.0, 0.8, 0.1, 0.1, 0.1, 0.35, 0.4, 0.35, 0.1])
+    boxes = np.tile(np.float32([1, 2, 3, 4]), (11, 1))
+    plain = PostProcessor(peak_ratio=0.5, track_ratio=0.8)
+    rule = PostProcessor(peak_ratio=0.5, track_ratio=0.8, after_visual_crop=True)
+    assert plain(scores, boxes, visual_crop_frame=2)[1].peak == 2  # off: the crop frame changes nothing
+    track, w = rule(scores, boxes, visual_crop_frame=2)
+    assert (w.start, w.end, w.peak) == (7, 9, 8) and track.frames.tolist() == [7, 8, 9]
+    assert rule(scores, boxes)[1].peak == 2  # no crop frame given (locate on one's own video)
+    assert [rule.first_frame(11, c) for c in (None, -1, 0, 2, 9, 10, 11, 40)] == [0, 0, 1, 3, 10, 0, 0, 0]
+    assert build_postprocessor(InferenceConfig(after_visual_crop=True)).after_visual_crop
+    assert not build_postprocessor(InferenceConfig()).after_visual_crop

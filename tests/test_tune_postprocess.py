@@ -108,3 +108,26 @@ def test_cli_writes_every_row_and_rejects_an_unknown_metric(tmp_path: Path) -> N
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, (args, bad.stderr)
     missing = subprocess.run([*base[:3], str(tmp_path / "nope.json"), *base[4:]], capture_output=True, text=True)
     assert missing.returncode == 2 and "nope.json" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_after_visual_crop_reaches_the_sighting_after_the_crop(tmp_path: Path) -> None:
+    """Query 1's crop frame (45) lies after the search range: no change. Query 2's crop is moved to frame 5, where
+    its curve peaks highest: only with the rule does the search skip that sighting and find frames 20-24."""
+    crop_first = np.full(40, 0.1, dtype=np.float32)
+    crop_first[3:8], crop_first[20:25] = 0.95, 0.45
+    right = np.full(40, 0.1, dtype=np.float32)
+    right[10:15] = 0.9
+    annotations, cache = _files(tmp_path, {"a_1": right, "a_2": crop_first})
+    data = json.loads(annotations.read_text())
+    data["videos"][0]["clips"][0]["annotations"][0]["query_sets"]["2"]["visual_crop"]["frame_number"] = 5
+    annotations.write_text(json.dumps(data))
+    plain, rule = (
+        tune_postprocess.grid_search(annotations, cache, [1], [0.79], [0.5], ["constant"], ["success"], after)[0]
+        for after in (False, True)
+    )
+    assert plain["success"] == 50.0 and rule["success"] == 100.0
+    out = tmp_path / "rule.json"
+    base = [sys.executable, str(SCRIPT), "--annotations", str(annotations), "--cache", str(cache), "--out", str(out)]
+    done = subprocess.run([*base, "--kernels", "1", "--after-visual-crop"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert max(r["success"] for r in json.loads(out.read_text())["rows"]) == 100.0

@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         searched,
         episode.frames[episode.visual_crop_frame],
         episode.visual_crop_box,
+        visual_crop_frame=episode.visual_crop_frame,
     )
     truth = ResponseTrack.from_pairs(episode.response_track)
     overlaps = query_overlaps([result.track], [truth])

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         count = write_video(stage(args.output), frames_out(), reader.fps or cfg.inference.fps)
         reader.close()
         if curve is not None and len(curve):
-            window = build_postprocessor(cfg.inference).window(curve.scores)
+            window = build_postprocessor(cfg.inference).window(curve.scores, record.visual_crop_frame)
             plot_scores(
                 stage(png),
                 curve.scores,

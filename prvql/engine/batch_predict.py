@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from prvql.atomic import atomic_write_json
@@ -28,6 +27,7 @@ from prvql.data.annotations import AnnotationSet, QueryRecord
 from prvql.data.transforms import prepare_query
 from prvql.data.video import VideoReader
 from prvql.engine.inference import ClipQuery, FrameScores, Predictor
+from prvql.engine.postprocess import PostProcessor
 from prvql.errors import PRVQLError, VideoError
 from prvql.metrics.structures import ResponseTrack
 from prvql.paths import file_in
@@ -244,14 +244,15 @@ def predict_clips(
 def tracks_from_cache(
     annotations: AnnotationSet,
     cache: ScoreCache,
-    postprocess: Callable[[np.ndarray, np.ndarray], tuple[ResponseTrack, object]],
+    postprocess: PostProcessor,
 ) -> dict[str, ResponseTrack]:
     """key -> response track for every valid query with a cached result (the rest are left out = empty).
 
     Args:
         annotations: the annotation file.
         cache: the per-query score files.
-        postprocess: ``(scores [N], boxes [N, 4]) -> (track, window)``, e.g. a ``PostProcessor``.
+        postprocess: turns each curve into a track; it is given the query's visual-crop frame (the searched frames
+            are the clip's frames ``0 .. N-1``, so the numbers agree), for ``after_visual_crop``.
     """
     tracks = {}
     for record in annotations.records():
@@ -259,5 +260,9 @@ def tracks_from_cache(
             scores = cache.try_load(record.key)
             if scores is None:
                 continue
-            tracks[record.key] = postprocess(scores.scores, scores.boxes)[0] if len(scores) else ResponseTrack.empty()
+            tracks[record.key] = (
+                postprocess(scores.scores, scores.boxes, record.visual_crop_frame)[0]
+                if len(scores)
+                else ResponseTrack.empty()
+            )
     return tracks

@@ -86,6 +86,7 @@ def locate(
     *,
     num_frames: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    visual_crop_frame: int | None = None,
 ) -> LocateResult:
     """Search ``frames`` for the query and pick the response track.
 
@@ -99,6 +100,8 @@ def locate(
         progress: called as ``progress(read, num_frames)`` once before the search (``read`` = 0) and each time the
             predictor takes a frame (it scores them in chunks of ``windows_per_batch`` windows, so ``read`` runs at
             most one chunk ahead of the frames scored). An exception it raises (e.g. to cancel) ends the search.
+        visual_crop_frame: the index in ``frames`` of the frame ``query_image`` is, when the query was cut from a
+            searched frame under the Ego4D protocol (``prvql demo``); used only by ``inference.after_visual_crop``.
 
     Returns:
         The per-frame scores and boxes and the track. If ``frames`` ends early, the frames there were are searched.
@@ -137,7 +140,7 @@ def locate(
     result = predictor.predict(watched(frames), query)
     if len(result) == 0:
         raise PRVQLError("locate: the frames ended before any could be searched")
-    track, window = postprocessor(result.scores, result.boxes)
+    track, window = postprocessor(result.scores, result.boxes, visual_crop_frame)
     return LocateResult(
         scores=result.scores,
         boxes=result.boxes,
