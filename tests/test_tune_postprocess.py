@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from prvql.engine.batch_predict import ScoreCache
 from prvql.engine.inference import FrameScores
@@ -131,3 +132,38 @@ def test_after_visual_crop_reaches_the_sighting_after_the_crop(tmp_path: Path) -
     done = subprocess.run([*base, "--kernels", "1", "--after-visual-crop"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert max(r["success"] for r in json.loads(out.read_text())["rows"]) == 100.0
+
+
+def test_compare_grids_rescores_every_grid_against_the_best_of_all(tmp_path: Path) -> None:
+    compare = ROOT / "benchmarks" / "compare_grids.py"
+    cspec = importlib.util.spec_from_file_location("compare_grids", compare)
+    compare_grids = importlib.util.module_from_spec(cspec)
+    cspec.loader.exec_module(compare_grids)
+
+    def row(kernel: int, stap: float, success: float) -> dict:
+        metrics = dict.fromkeys(compare_grids.METRICS, 0.0) | {"stAP25": stap, "success": success}
+        return {"median_kernel": kernel, "peak_ratio": 0.5, "track_ratio": 0.5, "score": "peak", **metrics}
+
+    strong = [row(1, 0.4, 80.0), row(3, 0.2, 40.0)]
+    weak = [row(1, 0.1, 60.0), row(5, 0.2, 20.0)]  # alone, each row would score 1.0 on one metric
+    best = compare_grids.best_rows({"strong": strong, "weak": weak}, ["stAP25", "success"])
+    assert best["strong"]["median_kernel"] == 1 and best["strong"]["joint"] == 1.0
+    assert best["weak"]["median_kernel"] == 1 and best["weak"]["joint"] == pytest.approx((0.1 / 0.4 + 60 / 80) / 2)
+    files = []
+    for name, rows in (("strong", strong), ("weak", weak)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"objective": ["stAP25", "success"], "rows": rows}))
+        files.append(f"{name}={path}")
+    done = subprocess.run([sys.executable, str(compare), *files], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "| strong | 1 |" in done.stdout and done.stdout.rstrip().endswith("0.500 |")
+    (tmp_path / "other.json").write_text(json.dumps({"objective": ["stAP25"], "rows": strong}))
+    (tmp_path / "broken.json").write_text("{")
+    for args, message in [
+        ([files[0], f"o={tmp_path / 'other.json'}"], "differs"),
+        ([f"b={tmp_path / 'broken.json'}"], "broken.json"),
+        ([f"m={tmp_path / 'missing.json'}"], "missing.json"),
+        (["nogrid"], "NAME=grid.json"),
+    ]:
+        bad = subprocess.run([sys.executable, str(compare), *args], capture_output=True, text=True)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, (args, bad.stderr)
