@@ -237,6 +237,52 @@ def test_write_locate_outputs_marks_the_ground_truth(episode: Episode, locator, 
         assert reader.num_frames == len(result) + 1  # the query frame last
 
 
+@pytest.mark.parametrize("rule", [False, True])
+def test_demo_after_visual_crop_skips_the_crop_sighting(
+    tiny_cfg: Config, tiny_model: torch.nn.Module, tmp_path: Path, monkeypatch, capsys, rule: bool
+) -> None:
+    """Seed 5 (40 frames): crop on frame 5, truth 20-25, query frame 34. A stand-in predictor scores the crop's
+    sighting (3-7) far above the truth: the paper's rule tracks the crop's sighting, inference.after_visual_crop
+    the truth, and track.json and scores.png say which frames were ruled out."""
+    import dataclasses
+
+    from prvql.checkpoint import save_weights
+    from prvql.engine.inference import FrameScores, Predictor
+
+    seed = 5
+    episode = make_episode(seed, SynthOptions(num_frames=FRAMES), pool="heldout")
+    crop = episode.visual_crop_frame
+    truth = [f for f, _ in episode.response_track]
+    assert crop + 2 < truth[0] and truth[-1] < episode.query_frame  # the episode this test relies on
+
+    def stand_in(self, frames, query) -> FrameScores:
+        for _ in zip(range(query.num_frames), frames, strict=False):
+            pass
+        scores = np.full(query.num_frames, 0.1, np.float32)
+        scores[crop - 2 : crop + 3] = 0.95
+        scores[truth] = 0.5
+        boxes = np.tile(np.float32([0, 0, 8, 8]), (query.num_frames, 1))
+        for frame, box in episode.response_track:
+            boxes[frame] = box
+        return FrameScores(scores, boxes)
+
+    cfg = dataclasses.replace(tiny_cfg, inference=dataclasses.replace(tiny_cfg.inference, after_visual_crop=rule))
+    weights = tmp_path / "rule.safetensors"
+    save_weights(tiny_model, weights, cfg)
+    monkeypatch.setattr(Predictor, "predict", stand_in)
+    out = tmp_path / "demo"
+    assert demo(out, weights, "--seed", str(seed), "--frames", str(FRAMES), "--no-video") == 0
+    track = json.loads((out / "track.json").read_text())["track"]
+    report = json.loads((out / "metrics.json").read_text())
+    assert (f"frames 0-{crop} ruled out" in capsys.readouterr().out) == rule
+    if rule:
+        assert (track["start"], track["end"]) == (truth[0], truth[-1]) and track["first_frame"] == crop + 1
+        assert report["metrics"]["success"] == 100.0
+    else:
+        assert (track["start"], track["end"]) == (crop - 2, crop + 2) and track["first_frame"] == 0
+        assert report["stiou"] == 0.0
+
+
 def test_shipped_demo_model_loads() -> None:
     from prvql.engine.trained_model import load_inference_model
 

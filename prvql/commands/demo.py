@@ -145,6 +145,11 @@ def run(args: argparse.Namespace) -> int:
         f"({width}x{height}); query {episode.object_title!r} (crop from frame {episode.visual_crop_frame}) "
         f"asked at frame {episode.query_frame}, frames 0-{episode.query_frame - 1} searched"
     )
+    if result.window.first_frame > 0:
+        print(
+            f"frames 0-{result.window.first_frame - 1} ruled out: the answer comes after the visual crop's frame "
+            "(inference.after_visual_crop, the Ego4D protocol rule; docs/EVALUATION.md)"
+        )
     first, last = truth.extent
     print(f"ground truth: frames {first}-{last}")
     print(

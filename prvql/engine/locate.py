@@ -6,9 +6,11 @@
 and ``prvql demo`` present it:
 
 - ``track.json``: the caller's fields, then ``source_fps, model_fps, width, height, searched_frames``,
-  ``track {score, start, end, peak, peak_score, peak_threshold, track_threshold, frames}`` and ``curve``; each frame
-  entry is ``{frame (model-rate index), source_frame, time (s), box (xyxy pixels), score}``;
-- ``scores.png``: the score curve, the chosen peak, both thresholds, the track span (and the ground truth's);
+  ``track {score, start, end, peak, peak_score, peak_threshold, track_threshold, first_frame, frames}`` and
+  ``curve``; each frame entry is ``{frame (model-rate index), source_frame, time (s), box (xyxy pixels), score}``;
+  ``first_frame`` > 0 when ``inference.after_visual_crop`` ruled out the frames before it;
+- ``scores.png``: the score curve, the chosen peak, both thresholds, the track span (and the ground truth's), the
+  ruled-out frames shaded;
 - ``track.mp4``: the searched frames with the track (green, with its score), the best box of the other frames
   (grey), the ground truth when known (red), the query crop in the corner and, if asked, the query frame last.
 
@@ -198,6 +200,7 @@ def locate_report(
             "peak_score": window.peak_score,
             "peak_threshold": window.peak_threshold,
             "track_threshold": window.track_threshold,
+            "first_frame": window.first_frame,
             "frames": [_frame_entry(result, k, source_frames, source_fps) for k in range(window.start, window.end + 1)],
         },
         "curve": [_frame_entry(result, k, source_frames, source_fps) for k in range(n)],
@@ -294,6 +297,7 @@ def write_locate_outputs(
         smoothed=None if np.array_equal(window.smoothed, scores) else window.smoothed,
         fps=fps,
         title=f"{title}{': ' if title else ''}track {window.start}-{window.end} (peak {window.peak})",
+        ruled_out_before=window.first_frame,
     )
     written = [out / "scores.png"]
     if frames is not None:

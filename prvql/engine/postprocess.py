@@ -52,6 +52,7 @@ class TrackWindow:
         track_threshold: the window keeps frames scoring at least this (``track_ratio`` x ``peak_score``).
         peaks: int64 [P] every peak found, surviving or not (from ``first_frame`` on, see find_track_window).
         smoothed: float64 [N] the smoothed scores.
+        first_frame: the frames before it were ruled out (``after_visual_crop``); 0 = none.
     """
 
     start: int
@@ -62,6 +63,7 @@ class TrackWindow:
     track_threshold: float
     peaks: np.ndarray
     smoothed: np.ndarray
+    first_frame: int = 0
 
 
 def _check_kernel(kernel: int) -> None:
@@ -131,7 +133,9 @@ def find_track_window(
     end = peak
     while end + 1 <= last and smoothed[end + 1] >= track_threshold:
         end += 1
-    return TrackWindow(start, end, peak, peak_score, peak_threshold, track_threshold, peaks.astype(np.int64), smoothed)
+    return TrackWindow(
+        start, end, peak, peak_score, peak_threshold, track_threshold, peaks.astype(np.int64), smoothed, first_frame
+    )
 
 
 class PostProcessor:

@@ -126,6 +126,7 @@ def plot_scores(
     smoothed: np.ndarray | None = None,
     fps: float | None = None,
     title: str | None = None,
+    ruled_out_before: int = 0,
 ) -> None:
     """Plot a per-frame score curve with the chosen peak, the thresholds and the response track marked.
 
@@ -140,6 +141,8 @@ def plot_scores(
         smoothed: [N] the smoothed curve the post-processing used, when it differs from ``scores``.
         fps: when given, a second axis shows seconds.
         title: figure title.
+        ruled_out_before: frames before this one could not be the answer (``inference.after_visual_crop``:
+            at or before the visual crop's frame), shaded grey; 0 = none.
     """
     import matplotlib
 
@@ -149,6 +152,9 @@ def plot_scores(
     frames = np.arange(len(scores))
     fig, ax = plt.subplots(figsize=(12, 3.6), dpi=100)
     try:
+        if ruled_out_before > 0:
+            span = (-0.5, ruled_out_before - 0.5)
+            ax.axvspan(*span, color="#9e9e9e", alpha=0.3, hatch="//", label="ruled out (visual crop)")
         if track is not None and track[1] >= track[0]:
             ax.axvspan(track[0] - 0.5, track[1] + 0.5, color=PREDICTION_COLOR, alpha=0.25, label="predicted track")
         if ground_truth is not None and ground_truth[1] >= ground_truth[0]:
