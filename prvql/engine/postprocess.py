@@ -19,9 +19,9 @@ stops at frame 1 and the forward growth at frame N-2 (neither end frame is added
 Ego4D VQ2D protocol: the visual crop is cut from a sighting of the object *outside* the response track, and the
 response track is the last sighting before the query frame. So when the crop's frame ``c`` lies among the searched
 frames, the answer comes after it: step 3 drops the peaks at or before ``c`` and step 4 does not grow the window
-onto them. This uses an input of the task
-(the crop's frame number), not the pixels. It holds only for queries annotated under that protocol (Ego4D, ``prvql
-synth`` episodes, ``prvql demo``), never for a crop cut from the last sighting itself.
+onto them. This uses an input of the task (the crop's frame number), not the pixels. It holds only for queries
+annotated under that protocol (Ego4D, ``prvql synth`` episodes, ``prvql demo``), never for a crop cut from the last
+sighting itself.
 """
 
 from __future__ import annotations
