@@ -135,7 +135,12 @@ def markdown(summary: dict) -> str:
                 f"{'yes' if r['success'] else 'no'} |"
             )
         hits = sum(r["success"] for r in summary["demo"])
-        lines.append(f"\n{hits} of {len(summary['demo'])} demo seeds succeed.")
+        overlaps = sum(r["stiou"] > 0 for r in summary["demo"])
+        n = len(summary["demo"])
+        lines.append(
+            f"\n{hits} of {n} demo seeds succeed (official success: stIoU >= 0.05); "
+            f"{overlaps} of {n} tracks overlap the truth (stIoU > 0)."
+        )
     return "\n".join(lines) + "\n"
 
 

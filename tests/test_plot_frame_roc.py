@@ -63,3 +63,16 @@ def test_plot_from_caches(tmp_path: Path) -> None:
     )
     assert broken.returncode == 2 and "bad.json: not valid JSON" in broken.stderr
     assert len(broken.stderr.strip().splitlines()) == 1 and not (tmp_path / "other.png").exists()
+
+
+def test_demo_heldout_summary_counts_both_seed_criteria() -> None:
+    """The summary table counts official successes (stIoU >= 0.05) and overlaps (stIoU > 0, issue 11's criterion)."""
+    from demo_heldout import METRICS, markdown
+
+    row = dict.fromkeys(METRICS, 0.0) | {"frame_auroc_pooled": 0.5, "frame_auroc_mean_per_query": 0.5}
+    demo = [
+        {"seed": s, "object": "o", "truth": [1, 2], "predicted": [1, 2], "tiou": 0.5, "stiou": stiou, "success": ok}
+        for s, (stiou, ok) in enumerate([(0.3, True), (0.047, False), (0.0, False)])
+    ]
+    text = markdown({"baseline": row, "model": row, "demo": demo})
+    assert "1 of 3 demo seeds succeed (official success: stIoU >= 0.05); 2 of 3 tracks overlap" in text
