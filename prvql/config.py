@@ -305,7 +305,7 @@ def check_model_sizes(cfg: ModelConfig) -> None:
 
 def _range_errors(cfg: Config) -> list[str]:
     """Every out-of-range value a training run reads, as ``key: must be ... (got ...)`` strings."""
-    m, t, lo = cfg.model, cfg.train, cfg.loss
+    m, t, lo, d = cfg.model, cfg.train, cfg.loss, cfg.data
     checks: list[tuple[str, Any, bool, str]] = [
         ("train.iterations", t.iterations, t.iterations >= 1, ">= 1"),
         ("train.batch_size", t.batch_size, t.batch_size >= 1, ">= 1"),
@@ -326,6 +326,10 @@ def _range_errors(cfg: Config) -> list[str]:
         ("train.log_every", t.log_every, t.log_every >= 0, ">= 0"),
         ("train.expected_global_batch", t.expected_global_batch, t.expected_global_batch >= 0, ">= 0"),
         ("data.num_workers", cfg.data.num_workers, cfg.data.num_workers >= 0, ">= 0"),
+        ("data.query_degrees", d.query_degrees, 0 <= d.query_degrees <= 180, "in [0, 180]"),
+        ("data.query_perspective", d.query_perspective, 0 <= d.query_perspective <= 1, "in [0, 1]"),
+        ("data.query_scale", d.query_scale, 0 < d.query_scale[0] <= d.query_scale[1], "(low, high), 0 < low <= high"),
+        ("data.query_blur_prob", d.query_blur_prob, 0 <= d.query_blur_prob <= 1, "in [0, 1]"),
         ("model.akg.tau", m.akg.tau, 0.0 <= m.akg.tau <= 1.0, "in [0, 1]"),
         ("model.skg.alpha", m.skg.alpha, 0.0 <= m.skg.alpha <= 1.0, "in [0, 1]"),
         ("model.vfr.beta", m.vfr.beta, math.isfinite(m.vfr.beta), "a finite number"),

@@ -178,6 +178,10 @@ def test_weights_best_is_chosen_by_frame_auroc(synth_root: Path, tmp_path: Path,
         "model.akg.tau=-0.1",
         "model.qfr.norm_groups=5",
         "loss.weight_giou=-1",
+        "data.query_scale=[2,1]",
+        "data.query_blur_prob=2",
+        "data.query_degrees=-5",
+        "data.query_perspective=1.5",
     ],
 )
 def test_out_of_range_training_values_exit_2_before_the_run_folder(
