@@ -167,3 +167,38 @@ def test_compare_grids_rescores_every_grid_against_the_best_of_all(tmp_path: Pat
     ]:
         bad = subprocess.run([sys.executable, str(compare), *args], capture_output=True, text=True)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, (args, bad.stderr)
+
+
+def test_crop_sightings_counts_tracks_on_the_crop_and_on_the_truth(tmp_path: Path) -> None:
+    from prvql.data.annotations import load_annotations
+    from prvql.engine.predictions import write_predictions
+    from prvql.metrics.structures import ResponseTrack
+
+    script = ROOT / "benchmarks" / "crop_sightings.py"
+    annotations_path, _ = _files(tmp_path)
+    data = json.loads(annotations_path.read_text())
+    data["videos"][0]["clips"][0]["annotations"][0]["query_sets"]["2"]["visual_crop"]["frame_number"] = 5
+    annotations_path.write_text(json.dumps(data))  # query 2 (truth 20-24): crop on frame 5; query 1's crop is after
+    annotations = load_annotations(annotations_path)
+
+    def track(first: int, last: int) -> ResponseTrack:
+        return ResponseTrack.from_pairs([(f, tuple(BOX)) for f in range(first, last + 1)])
+
+    on_crop, on_truth = tmp_path / "crop.json", tmp_path / "truth.json"
+    write_predictions(on_crop, annotations, {"a_1": track(3, 8), "a_2": track(3, 8)})
+    write_predictions(on_truth, annotations, {"a_1": track(3, 8), "a_2": track(22, 30)})
+    done = subprocess.run(
+        [sys.executable, str(script), "--annotations", str(annotations_path), str(on_crop), str(on_truth)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert "1 queries" in first and "crop's frame in 1, meets the truth in 0" in first
+    assert "crop's frame in 0, meets the truth in 1" in second
+    bad = subprocess.run(
+        [sys.executable, str(script), "--annotations", str(annotations_path), str(tmp_path / "none.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "none.json" in bad.stderr and "Traceback" not in bad.stderr
