@@ -16,8 +16,8 @@ import torch
 
 from prvql.commands.bench import PeakMemory, measure
 from prvql.config import load_config
-from prvql.engine.inference import build_predictor
-from prvql.engine.trained_model import resolve_device
+from prvql.infer.predictor import build_predictor
+from prvql.infer.trained_model import resolve_device
 from prvql.model import build_prvql
 
 TARGET_CPU_MB = 2.5 * 1024

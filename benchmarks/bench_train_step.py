@@ -21,10 +21,10 @@ import time
 import torch
 
 from prvql.config import Config, load_config
-from prvql.criterion import Targets, build_criterion
-from prvql.engine.schedule import build_optimizer
-from prvql.engine.train import set_train_mode
 from prvql.model import build_prvql
+from prvql.train.criterion import Targets, build_criterion
+from prvql.train.loop import set_train_mode
+from prvql.train.schedule import build_optimizer
 
 
 def _cpu_name() -> str:
@@ -73,7 +73,7 @@ class RandomTrainStep:
     def __call__(self) -> None:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             outputs = self.model(self.frames, self.query)
-        loss = self.criterion(outputs, self.targets)["loss"]  # outside autocast, as in prvql.engine.train
+        loss = self.criterion(outputs, self.targets)["loss"]  # outside autocast, as in prvql.train.loop
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)

@@ -19,7 +19,7 @@ import tempfile
 import numpy as np
 
 from prvql.data.annotations import load_annotations
-from prvql.engine.predictions import load_predictions
+from prvql.infer.predictions import load_predictions
 from prvql.metrics.evaluation import evaluate_predictions
 
 

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from prvql.data.annotations import AnnotationSet, load_annotations
-from prvql.engine.predictions import load_predictions
 from prvql.errors import PRVQLError
+from prvql.infer.predictions import load_predictions
 
 
 def crop_sightings(annotations: AnnotationSet, predictions: Path) -> dict[str, int]:

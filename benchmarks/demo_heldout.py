@@ -34,8 +34,8 @@ import numpy as np
 from scipy.stats import mannwhitneyu
 
 from prvql.data.annotations import load_annotations, load_synthetic_occurrences
-from prvql.engine.batch_predict import ScoreCache
 from prvql.errors import PRVQLError
+from prvql.infer.score_cache import ScoreCache
 
 HERE = Path(__file__).resolve().parent
 METRICS = ("tAP25", "stAP25", "success", "recovery", "tAP", "stAP")
@@ -146,9 +146,10 @@ def markdown(summary: dict) -> str:
 
 def export_checkpoint(checkpoint: Path, out: Path, overrides: list[str]) -> Path:
     """Weights file (with config, ``overrides`` applied) of a training checkpoint's trainable state."""
-    from prvql.checkpoint import load_trainable_state, load_training_checkpoint, save_weights
     from prvql.config import apply_overrides, config_from_dict
     from prvql.model import build_prvql
+    from prvql.train.checkpoint import load_training_checkpoint
+    from prvql.weights_file import load_trainable_state, save_weights
 
     state = load_training_checkpoint(checkpoint)
     cfg = apply_overrides(config_from_dict(state["config"]), overrides)
@@ -165,8 +166,8 @@ def rewrite_weights(weights: Path, out: Path, overrides: list[str]) -> Path:
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from prvql.checkpoint import load_weights_config
     from prvql.config import apply_overrides, config_to_dict
+    from prvql.weights_file import load_weights_config
 
     with safe_open(str(weights), "pt") as f:
         metadata = dict(f.metadata())

@@ -29,8 +29,8 @@ import torch
 from bench_train_step import RandomTrainStep
 
 from prvql.config import load_config
-from prvql.engine.inference import ClipQuery, build_predictor
-from prvql.engine.postprocess import build_postprocessor
+from prvql.infer.postprocess import build_postprocessor
+from prvql.infer.predictor import ClipQuery, build_predictor
 from prvql.model import build_prvql
 from prvql.model.head import AnchorHead
 

@@ -17,7 +17,7 @@ import argparse
 import numpy as np
 
 from prvql.data.annotations import load_annotations
-from prvql.engine.predictions import write_predictions
+from prvql.infer.predictions import write_predictions
 from prvql.metrics.structures import ResponseTrack
 
 

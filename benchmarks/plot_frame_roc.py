@@ -23,8 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from demo_heldout import auroc, frame_curves  # noqa: E402
 
 from prvql.atomic import atomic_path  # noqa: E402
-from prvql.engine.batch_predict import ScoreCache  # noqa: E402
 from prvql.errors import PRVQLError  # noqa: E402
+from prvql.infer.score_cache import ScoreCache  # noqa: E402
 
 
 def roc_points(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

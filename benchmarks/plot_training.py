@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from prvql.atomic import atomic_path  # noqa: E402
-from prvql.engine.logger import LOG_NAME, read_log  # noqa: E402
+from prvql.train.logger import LOG_NAME, read_log  # noqa: E402
 
 
 def main() -> None:

@@ -216,7 +216,7 @@ def bench_stages(args: argparse.Namespace) -> dict:
 
 def bench_queries(args: argparse.Namespace) -> dict:
     from prvql.commands.bench import _clip
-    from prvql.engine.inference import ClipQuery, PredictorStats, build_predictor
+    from prvql.infer.predictor import ClipQuery, PredictorStats, build_predictor
 
     cfg, model = paper_model(
         "prvql_vitb14", [f"model.backbone.depth={args.queries_depth}", "inference.windows_per_batch=1"]
@@ -369,7 +369,7 @@ def reference_window(preset: str, overrides: list[str], depth: int) -> tuple[Cal
     its plain form (full masked temporal attention, batch norms, channel reduction inside ``forward_features``)."""
     from prvql.commands.bench import _clip
     from prvql.data.transforms import prepare_frames
-    from prvql.engine.validate import top_boxes
+    from prvql.model.head import top_boxes
 
     cfg = load_config(preset, ["model.backbone.weights=null", *overrides])
     size, pad, released = cfg.model.input_size, cfg.data.pad_value, cfg.data.released_preprocessing
@@ -404,7 +404,7 @@ def cli_window(preset: str, overrides: list[str]) -> tuple[Callable, Callable]:
     """``*_cli``'s (warm_up, window): the preset as ``prvql predict``/``locate`` run it, batch norms folded (as
     ``load_inference_model``) and the Predictor embedding once per clip."""
     from prvql.commands.bench import _clip
-    from prvql.engine.inference import ClipQuery, PredictorStats, build_predictor
+    from prvql.infer.predictor import ClipQuery, PredictorStats, build_predictor
 
     cfg, model = paper_model(preset, overrides)
     predictor = build_predictor(cfg, model.fuse_for_inference())
@@ -495,11 +495,10 @@ def bench_e2e(args: argparse.Namespace) -> dict:
 def bench_decode(args: argparse.Namespace) -> dict:
     from prvql.data.transforms import prepare_frames
     from prvql.data.video import VideoReader, write_video
-    from prvql.engine.inference import PredictorStats, build_predictor
-    from prvql.engine.locate import locate
-    from prvql.engine.locate_video import KEEP_FRAMES_MB, Query, locate_video
-    from prvql.engine.postprocess import build_postprocessor
-    from prvql.engine.trained_model import load_inference_model
+    from prvql.infer.locate import KEEP_FRAMES_MB, Query, locate, locate_video
+    from prvql.infer.postprocess import build_postprocessor
+    from prvql.infer.predictor import PredictorStats, build_predictor
+    from prvql.infer.trained_model import load_inference_model
 
     tmp = Path(tempfile.mkdtemp())
     video = tmp / "1080p30.mp4"

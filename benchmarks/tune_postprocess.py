@@ -22,9 +22,10 @@ from pathlib import Path
 
 from prvql.atomic import atomic_write_json
 from prvql.data.annotations import load_annotations
-from prvql.engine.batch_predict import ScoreCache, tracks_from_cache
-from prvql.engine.postprocess import SCORE_MODES, PostProcessor
 from prvql.errors import PRVQLError
+from prvql.infer.challenge import tracks_from_cache
+from prvql.infer.postprocess import SCORE_MODES, PostProcessor
+from prvql.infer.score_cache import ScoreCache
 from prvql.metrics.evaluation import evaluate_predictions
 
 METRICS = ("tAP25", "stAP25", "success", "recovery", "tAP", "stAP")
@@ -92,7 +93,7 @@ def main() -> None:
     parser.add_argument(
         "--after-visual-crop",
         action="store_true",
-        help="apply inference.after_visual_crop (the Ego4D protocol rule; prvql/engine/postprocess.py)",
+        help="apply inference.after_visual_crop (the Ego4D protocol rule; prvql/infer/postprocess.py)",
     )
     parser.add_argument("--top", type=int, default=10, help="rows to print")
     parser.add_argument("--out", type=Path, help="write every row here (JSON)")

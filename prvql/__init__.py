@@ -36,7 +36,7 @@ def load_model(
     Raises:
         prvql.errors.CheckpointError / ConfigError: an unreadable or unfitting file, naming it and the key.
     """
-    from prvql.engine.trained_model import load_inference_model
+    from prvql.infer.trained_model import load_inference_model
 
     cfg, model = load_inference_model(config, weights)
     return cfg, model.to(device).eval()

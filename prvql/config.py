@@ -208,7 +208,7 @@ class TrainConfig:
 
 @dataclass
 class VerificationConfig:
-    """Colour verification of each frame's box against the visual crop (not in the paper; prvql.engine.verification).
+    """Colour verification of each frame's box against the visual crop (not in the paper; prvql.infer.verification).
 
     score' = sigmoid(score_weight * logit(score) + colour_weight * distance + bias); the coefficients are fitted with
     ``scripts/fit_verification.py``. Off by default.

@@ -22,16 +22,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from prvql.checkpoint import (
-    load_trainable_state,
-    load_training_checkpoint,
-    load_weights_config,
-    read_weights_file,
-    save_weights,
-)
 from prvql.config import apply_overrides, config_from_dict, config_to_dict
 from prvql.errors import CheckpointError, PRVQLError
 from prvql.model import build_prvql
+from prvql.train.checkpoint import load_training_checkpoint
+from prvql.weights_file import load_trainable_state, load_weights_config, read_weights_file, save_weights
 
 
 def average_states(states: list[dict[str, Tensor]], sources: list[Path]) -> dict[str, Tensor]:

@@ -1,6 +1,6 @@
 """Fit the colour verification's coefficients (``inference.verification``) on labelled score curves.
 
-Colour verification (``prvql.engine.verification``, not in the paper) re-scores each frame as
+Colour verification (``prvql.infer.verification``, not in the paper) re-scores each frame as
 ``sigmoid(score_weight * logit(score) + colour_weight * distance + bias)``. This script fits the three numbers by
 logistic regression on every searched frame of a ``prvql synth`` annotation file, a frame being positive when the
 target is visible in it (``synthetic_occurrences``). Fit on episodes the model was not trained on, and never on the
@@ -29,9 +29,9 @@ import torch
 
 from prvql.atomic import atomic_write_json
 from prvql.data.annotations import load_annotations, load_synthetic_occurrences
-from prvql.engine.batch_predict import ScoreCache
-from prvql.engine.verification import score_logits
 from prvql.errors import PRVQLError
+from prvql.infer.score_cache import ScoreCache
+from prvql.infer.verification import score_logits
 
 
 def labelled_frames(annotations: Path, cache: ScoreCache) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/generated_objects_figure.py [--count 24] [--columns 8]
 
-Writes docs/images/generated_objects.png: the objects of seeds 0..count-1 (prvql/data/synth_generated.py), as
+Writes docs/images/generated_objects.png: the objects of seeds 0..count-1 (prvql/synth/generated.py), as
 `prvql synth --generated-objects` draws them, on a white grid.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from prvql.data.synth_generated import SIDE_RANGE, generated_picture
-from prvql.data.synth_imagery import load_picture
+from prvql.synth.generated import SIDE_RANGE, generated_picture
+from prvql.synth.imagery import load_picture
 
 ROOT = Path(__file__).resolve().parent.parent
 GAP = 8  # pixels between cells

@@ -24,10 +24,10 @@ import torch
 from torch import Tensor
 from torch.nn.functional import interpolate
 
-from prvql.checkpoint import load_weights_config, save_weights, trainable_state_dict
 from prvql.config import Config, apply_overrides
 from prvql.errors import PRVQLError
 from prvql.model import build_prvql
+from prvql.weights_file import load_weights_config, save_weights, trainable_state_dict
 
 
 def resize_position_embedding(pos: Tensor, num_frames: int, size: int) -> Tensor:

@@ -39,7 +39,7 @@ def tiny_model(tiny_cfg: Config) -> torch.nn.Module:
 @pytest.fixture
 def tiny_weights(tiny_cfg: Config, tiny_model: torch.nn.Module, tmp_path: Path) -> Path:
     """:func:`tiny_model` saved as a weights file with its config (what ``--weights`` takes)."""
-    from prvql.checkpoint import save_weights
+    from prvql.weights_file import save_weights
 
     path = tmp_path / "tiny.safetensors"
     save_weights(tiny_model, path, tiny_cfg)

@@ -21,7 +21,7 @@ from prvql.app.pipeline import LoadedModel  # noqa: E402
 from prvql.app.server import create_app  # noqa: E402
 from prvql.cli import main  # noqa: E402
 from prvql.data.video import VideoReader, write_video  # noqa: E402
-from prvql.engine.locate_video import Query  # noqa: E402
+from prvql.infer.locate import Query  # noqa: E402
 
 HEIGHT, WIDTH, FPS = 64, 96, 10.0
 BOX = [50, 20, 70, 40]  # xyxy on frame 15: the bright square there
@@ -48,7 +48,7 @@ def loaded(tiny_weights) -> LoadedModel:
     """The tiny model as ``prvql app`` loads it (the same loader as ``prvql locate``)."""
     import torch
 
-    from prvql.engine.trained_model import load_inference_model
+    from prvql.infer.trained_model import load_inference_model
 
     cfg, model = load_inference_model(None, tiny_weights)
     return LoadedModel(cfg, model, torch.device("cpu"))

@@ -48,8 +48,8 @@ VIEWPORT = {"width": 1280, "height": 1000}
 
 @pytest.fixture(scope="module")
 def episode_video(tmp_path_factory) -> tuple[Path, object]:
-    from prvql.data.synth import SynthOptions, make_episode
     from prvql.data.video import write_video
+    from prvql.synth.episode import SynthOptions, make_episode
 
     episode = make_episode(SEED, SynthOptions(num_frames=FRAMES), pool="heldout")
     path = tmp_path_factory.mktemp("episode") / "kitchen.mp4"
@@ -62,7 +62,7 @@ def server(tmp_path_factory):
     """A live server with the shipped demo model; yields (base URL, app)."""
     import torch
 
-    from prvql.engine.trained_model import load_inference_model
+    from prvql.infer.trained_model import load_inference_model
 
     cfg, model = load_inference_model(None, None)
     app = create_app(LoadedModel(cfg, model, torch.device("cpu")), workdir=tmp_path_factory.mktemp("app"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from prvql.assigner import anchor_ious, assign_anchors
+from prvql.train.assigner import anchor_ious, assign_anchors
 
 ANCHORS = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
 

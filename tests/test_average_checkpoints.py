@@ -10,9 +10,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from prvql.checkpoint import load_trainable_state, load_weights_config, save_weights, trainable_state_dict
 from prvql.config import Config, apply_overrides, config_to_dict
 from prvql.model import build_prvql
+from prvql.weights_file import load_trainable_state, load_weights_config, save_weights, trainable_state_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "average_checkpoints.py"

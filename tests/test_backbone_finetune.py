@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from prvql.checkpoint import load_weights, save_weights, trainable_state_dict
 from prvql.config import Config, check_training_config, load_config
-from prvql.engine.schedule import build_optimizer, build_scheduler
 from prvql.errors import ConfigError
 from prvql.model import build_prvql
+from prvql.train.schedule import build_optimizer, build_scheduler
+from prvql.weights_file import load_weights, save_weights, trainable_state_dict
 
 SMALL = ["model.backbone.weights=null", "model.input_size=64", "model.num_frames=4", "model.dim=16"]
 

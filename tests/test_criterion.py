@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from prvql.config import LossConfig
-from prvql.criterion import PRVQLCriterion, Targets, box_losses, build_criterion, stage_weights
 from prvql.errors import ConfigError
+from prvql.train.criterion import PRVQLCriterion, Targets, box_losses, build_criterion, stage_weights
 
 ANCHORS = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])
 

@@ -16,9 +16,9 @@ from prvql.data.annotations import QueryRecord, load_annotations
 from prvql.data.batch import Batch, collate
 from prvql.data.datasets import VQ2DTrainDataset, build_train_dataset
 from prvql.data.frames import FrameSource, cache_frames, frame_filename
-from prvql.data.sampling import BalanceSampler, RandomSampler, positive_frames
 from prvql.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from prvql.data.video import write_video
+from prvql.data.windows import BalanceSampler, RandomSampler, positive_frames
 
 N, H, W = 24, 48, 64  # clip frames and size; the annotations use a 2x larger "original" frame
 T, S = 6, 32

@@ -12,9 +12,9 @@ from torchvision.ops import box_iou
 
 from prvql.cli import main
 from prvql.config import Config
-from prvql.data.synth import Episode, SynthOptions, make_episode
 from prvql.data.video import VideoReader
 from prvql.errors import PRVQLError
+from prvql.synth.episode import Episode, SynthOptions, make_episode
 
 SEED, FRAMES = 1, 40  # an episode whose response track is 4 frames long
 
@@ -101,7 +101,8 @@ def test_demo_writes_every_output_and_scores_the_query(tiny_weights: Path, tmp_p
 
 def test_demo_metrics_of_a_well_timed_track(tiny_weights: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     """A stand-in predictor scores the true frames high; every other true frame's box is off by its width."""
-    from prvql.engine.inference import FrameScores, Predictor
+    from prvql.infer.predictor import Predictor
+    from prvql.infer.score_cache import FrameScores
 
     episode = make_episode(SEED, SynthOptions(num_frames=FRAMES), pool="heldout")
 
@@ -172,16 +173,16 @@ def episode() -> Episode:
 
 @pytest.fixture
 def locator(tiny_cfg: Config, tiny_weights: Path):
-    from prvql.engine.inference import build_predictor
-    from prvql.engine.postprocess import build_postprocessor
-    from prvql.engine.trained_model import load_inference_model
+    from prvql.infer.postprocess import build_postprocessor
+    from prvql.infer.predictor import build_predictor
+    from prvql.infer.trained_model import load_inference_model
 
     cfg, model = load_inference_model(None, tiny_weights)
     return build_predictor(cfg, model, "cpu"), build_postprocessor(cfg.inference)
 
 
 def test_locate_reads_only_the_frames_before_the_query_frame(episode: Episode, locator) -> None:
-    from prvql.engine.locate import locate
+    from prvql.infer.locate import locate
 
     read = []
 
@@ -205,7 +206,7 @@ def test_locate_reads_only_the_frames_before_the_query_frame(episode: Episode, l
 
 
 def test_locate_with_a_whole_image_query_and_a_bad_box(episode: Episode, locator) -> None:
-    from prvql.engine.locate import locate
+    from prvql.infer.locate import locate
 
     frames = episode.frames[: episode.query_frame]
     result = locate(*locator, frames, episode.query)  # the sized array gives the frame count
@@ -219,7 +220,8 @@ def test_locate_with_a_whole_image_query_and_a_bad_box(episode: Episode, locator
 
 
 def test_write_locate_outputs_marks_the_ground_truth(episode: Episode, locator, tmp_path: Path) -> None:
-    from prvql.engine.locate import locate, write_locate_outputs
+    from prvql.infer.locate import locate
+    from prvql.infer.outputs import write_locate_outputs
     from prvql.metrics.structures import ResponseTrack
 
     frames = episode.frames[: episode.query_frame]
@@ -246,8 +248,9 @@ def test_demo_after_visual_crop_skips_the_crop_sighting(
     the truth, and track.json and scores.png say which frames were ruled out."""
     import dataclasses
 
-    from prvql.checkpoint import save_weights
-    from prvql.engine.inference import FrameScores, Predictor
+    from prvql.infer.predictor import Predictor
+    from prvql.infer.score_cache import FrameScores
+    from prvql.weights_file import save_weights
 
     seed = 5
     episode = make_episode(seed, SynthOptions(num_frames=FRAMES), pool="heldout")
@@ -284,7 +287,7 @@ def test_demo_after_visual_crop_skips_the_crop_sighting(
 
 
 def test_shipped_demo_model_loads() -> None:
-    from prvql.engine.trained_model import load_inference_model
+    from prvql.infer.trained_model import load_inference_model
 
     cfg, model = load_inference_model(None, None)
     assert cfg.model.backbone.name == "efficientnet_lite0" and not model.training

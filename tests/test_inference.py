@@ -14,8 +14,9 @@ from prvql.cli import main
 from prvql.config import Config
 from prvql.data.transforms import prepare_frames
 from prvql.data.video import VideoReader, write_video
-from prvql.engine.inference import ClipQuery, FrameScores, Predictor, build_predictor, window_starts
 from prvql.errors import PRVQLError
+from prvql.infer.predictor import ClipQuery, Predictor, build_predictor, window_starts
+from prvql.infer.score_cache import FrameScores
 
 FRAME_H, FRAME_W = 64, 96  # decoded clip size
 ORIG_H, ORIG_W = 128, 192  # the annotation's resolution (clips extracted at half size)
@@ -335,7 +336,7 @@ def _predict(dataset: dict, weights: Path, *extra: str) -> tuple[int, Path]:
 
 def test_predict_writes_a_valid_file_that_evaluates(dataset: dict, tiny_weights: Path, capsys) -> None:
     from prvql.data.annotations import load_annotations
-    from prvql.engine.predictions import load_predictions
+    from prvql.infer.predictions import load_predictions
 
     status, output = _predict(dataset, tiny_weights)
     assert status == 0

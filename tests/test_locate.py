@@ -138,8 +138,8 @@ def test_config_without_weights_is_refused(video: Path, tmp_path: Path, capsys) 
 
 
 def test_default_weights_path_names_the_missing_file(monkeypatch, tmp_path: Path) -> None:
-    from prvql.engine import trained_model
     from prvql.errors import CheckpointError
+    from prvql.infer import trained_model
 
     monkeypatch.setattr(trained_model, "PACKAGE_DIR", tmp_path)
     with pytest.raises(CheckpointError, match="demo.safetensors"):
@@ -151,9 +151,9 @@ def test_the_default_model_runs_with_the_config_stored_in_its_weights(
 ) -> None:
     """The shipped model's post-processing was chosen for it and written into its file: without --config the
     commands must use that, not the preset's defaults."""
-    from prvql.checkpoint import save_weights
     from prvql.config import apply_overrides
-    from prvql.engine import trained_model
+    from prvql.infer import trained_model
+    from prvql.weights_file import save_weights
 
     stored = apply_overrides(tiny_cfg, ["inference.median_kernel=7", "inference.peak_ratio=0.42"])
     (tmp_path / "weights").mkdir()
@@ -165,7 +165,7 @@ def test_the_default_model_runs_with_the_config_stored_in_its_weights(
 
 
 def test_crop_box_widens_to_whole_pixels_and_stays_inside() -> None:
-    from prvql.engine.render import crop_box
+    from prvql.infer.render import crop_box
 
     rows, cols = np.mgrid[0:10, 0:20]
     image = np.stack([cols, rows, np.zeros_like(rows)], axis=-1).astype(np.uint8)  # pixel = (column, row, 0)
@@ -176,7 +176,7 @@ def test_crop_box_widens_to_whole_pixels_and_stays_inside() -> None:
 
 
 def test_video_frame_pastes_the_inset_and_evens_the_sides() -> None:
-    from prvql.engine.render import MIN_INSET_SIDE, Overlay, video_frame
+    from prvql.infer.render import MIN_INSET_SIDE, Overlay, video_frame
 
     frame = np.zeros((65, 97, 3), np.uint8)
     inset = np.full((100, 50, 3), 255, np.uint8)
@@ -192,12 +192,12 @@ def test_locate_interrupted_while_writing_leaves_none_of_its_outputs(
 ) -> None:
     """track.json used to be published before scores.png and track.mp4 were written: a kill in between left a
     partial set. Now the three appear together; an interrupted run leaves an existing folder as it was."""
-    import prvql.engine.locate as locate_module
+    import prvql.infer.outputs as outputs_module
 
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    frames_of = locate_module._video_frames
+    frames_of = outputs_module.overlay_frames
 
     def interrupted(*args, **kwargs):
         for k, frame in enumerate(frames_of(*args, **kwargs)):
@@ -205,10 +205,10 @@ def test_locate_interrupted_while_writing_leaves_none_of_its_outputs(
                 raise KeyboardInterrupt
             yield frame
 
-    monkeypatch.setattr(locate_module, "_video_frames", interrupted)
+    monkeypatch.setattr(outputs_module, "overlay_frames", interrupted)
     assert locate(video, tiny_weights, out, "--query-frame", "15", "--query-box", "50,20,20,20") == 130
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
-    monkeypatch.setattr(locate_module, "_video_frames", frames_of)
+    monkeypatch.setattr(outputs_module, "overlay_frames", frames_of)
     assert locate(video, tiny_weights, out, "--query-frame", "15", "--query-box", "50,20,20,20") == 0
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "scores.png", "track.json", "track.mp4"]
 
@@ -221,13 +221,13 @@ def test_locate_decodes_the_video_once_and_renders_what_decoding_again_renders(
     track.json."""
     import torch
 
-    import prvql.engine.locate as locate_module
-    from prvql.engine.locate_video import KEEP_FRAMES_MB, Query, locate_video
-    from prvql.engine.trained_model import load_inference_model
+    import prvql.infer.outputs as outputs_module
+    from prvql.infer.locate import KEEP_FRAMES_MB, Query, locate_video
+    from prvql.infer.trained_model import load_inference_model
 
     cfg, model = load_inference_model(None, tiny_weights)
     passes, encoded = [], []
-    iter_resampled, write_video_of = VideoReader.iter_resampled, locate_module.write_video
+    iter_resampled, write_video_of = VideoReader.iter_resampled, outputs_module.write_video
 
     def counted(reader, *args, **kwargs):
         passes.append(args)
@@ -238,7 +238,7 @@ def test_locate_decodes_the_video_once_and_renders_what_decoding_again_renders(
         return write_video_of(path, encoded[-1], fps)
 
     monkeypatch.setattr(VideoReader, "iter_resampled", counted)
-    monkeypatch.setattr(locate_module, "write_video", recorded)
+    monkeypatch.setattr(outputs_module, "write_video", recorded)
     query = Query(frame=15, search="before", box=(50.0, 20.0, 70.0, 40.0))
     frame_mb = HEIGHT * WIDTH * 3 / 2**20
     reports = []

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prvql.engine.batch_predict import ScoreCache
-from prvql.engine.inference import FrameScores
+from prvql.infer.score_cache import FrameScores, ScoreCache
 from tests.test_verification import synthetic_annotations
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"

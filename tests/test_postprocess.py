@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from prvql.config import InferenceConfig
-from prvql.engine.postprocess import PostProcessor, build_postprocessor, find_track_window, smooth_scores
 from prvql.errors import ConfigError
+from prvql.infer.postprocess import PostProcessor, build_postprocessor, find_track_window, smooth_scores
 
 
 def window(scores, **kwargs) -> tuple[int, int, int]:

@@ -10,8 +10,8 @@ import pytest
 
 from prvql.cli import main
 from prvql.data.annotations import load_annotations
-from prvql.engine.predictions import CHALLENGE, build_predictions, load_predictions, write_predictions
 from prvql.errors import AnnotationError
+from prvql.infer.predictions import CHALLENGE, build_predictions, load_predictions, write_predictions
 from prvql.metrics import ResponseTrack
 from prvql.metrics.evaluation import evaluate_predictions
 

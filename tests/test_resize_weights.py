@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from prvql.checkpoint import load_weights, trainable_state_dict
 from prvql.config import Config, apply_overrides, load_config
 from prvql.model import build_prvql
+from prvql.weights_file import load_weights, trainable_state_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "resize_weights.py"

@@ -12,9 +12,9 @@ from prvql.cli import main
 from prvql.commands import data as data_command
 from prvql.commands import synth as synth_command
 from prvql.data.annotations import load_annotations
-from prvql.data.synth import SynthOptions, make_episode, make_scene
-from prvql.data.synth_imagery import background_names, object_specs
 from prvql.data.video import VideoReader
+from prvql.synth.episode import SynthOptions, make_episode, make_scene
+from prvql.synth.imagery import background_names, object_specs
 
 FRAMES = 30
 

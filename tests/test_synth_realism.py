@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from prvql.data.synth import SynthOptions, make_scene, render
-from prvql.data.synth_effects import Effects, apply_effects, make_effects
-from prvql.data.synth_generated import SIDE_RANGE, generated_picture, generated_size
-from prvql.data.synth_imagery import (
+from prvql.synth.effects import Effects, apply_effects, make_effects
+from prvql.synth.episode import SynthOptions, make_scene, render
+from prvql.synth.generated import SIDE_RANGE, generated_picture, generated_size
+from prvql.synth.imagery import (
     FRESH_PATCH_SOURCES,
     VIDEO_FRAME_SEPARATOR,
     ObjectSpec,
@@ -24,7 +24,7 @@ from prvql.data.synth_imagery import (
     same_picture,
     video_names,
 )
-from prvql.data.synth_scene import SCENE_FPS, Thing, _pick_distractors
+from prvql.synth.scene import SCENE_FPS, Thing, _pick_distractors
 
 SMALL = SynthOptions(frame_width=160, frame_height=120, num_frames=40)
 

@@ -15,23 +15,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from prvql.checkpoint import (
-    load_training_checkpoint,
-    load_weights,
-    load_weights_config,
-    save_weights,
-    trainable_state_dict,
-)
 from prvql.cli import main
 from prvql.config import Config, load_config
-from prvql.criterion import PRVQLCriterion, build_criterion
-from prvql.engine import train as train_module
-from prvql.engine.logger import read_log
-from prvql.engine.schedule import build_optimizer, build_scheduler, warmup_linear_decay
-from prvql.engine.train import TrainForward, fit, pair_targets, set_train_mode, training_pairs
-from prvql.engine.validate import frame_auroc, frame_stats
 from prvql.errors import CheckpointError, ConfigError, TrainingError
 from prvql.model import build_prvql
+from prvql.train import loop as train_module
+from prvql.train.checkpoint import load_training_checkpoint
+from prvql.train.criterion import PRVQLCriterion, build_criterion
+from prvql.train.logger import read_log
+from prvql.train.loop import TrainForward, fit, pair_targets, set_train_mode, training_pairs
+from prvql.train.schedule import build_optimizer, build_scheduler, warmup_linear_decay
+from prvql.train.validate import frame_auroc, frame_stats
+from prvql.weights_file import load_weights, load_weights_config, save_weights, trainable_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four small synthetic clips in the official layout (three for training, one for validation)."""
-    from prvql.data.synth import SynthOptions, write_synthetic_dataset
+    from prvql.synth.episode import SynthOptions, write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("synth")
     opts = SynthOptions(frame_width=160, frame_height=120, num_frames=40)

@@ -9,13 +9,13 @@ import torch
 from safetensors.torch import load_file
 
 from prvql.config import Config, load_config
-from prvql.engine.train import fit
 from prvql.errors import CheckpointError
+from prvql.train.loop import fit
 
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from prvql.data.synth import SynthOptions, write_synthetic_dataset
+    from prvql.synth.episode import SynthOptions, write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("synth")
     opts = SynthOptions(frame_width=96, frame_height=72, num_frames=24)
@@ -51,8 +51,8 @@ def test_init_weights_of_another_model_is_refused(synth_root: Path, tiny_weights
 def test_self_contained_weights_load_into_a_live_model_in_place(tmp_path: Path) -> None:
     """A self-contained file (backbone included) copied into a built model: the parameter objects an optimizer
     holds stay the model's, and they get the file's values."""
-    from prvql.checkpoint import load_weights, save_weights
     from prvql.model import build_prvql
+    from prvql.weights_file import load_weights, save_weights
 
     cfg = load_config("tiny", ["model.backbone.weights=null"])
     torch.manual_seed(1)

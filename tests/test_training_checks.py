@@ -11,19 +11,19 @@ from safetensors import safe_open
 
 from prvql.cli import main
 from prvql.config import load_config
-from prvql.engine import train as train_module
-from prvql.engine.logger import read_log
-from prvql.engine.train import fit
 from prvql.model import build_prvql
 from prvql.model.knowledge import SpatialKnowledgeGeneration
 from prvql.model.layers import MultiHeadAttention
 from prvql.model.refinement import QueryFeatureRefinement
+from prvql.train import loop as train_module
+from prvql.train.logger import read_log
+from prvql.train.loop import fit
 
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four small synthetic clips in the official layout (three for training, one for validation)."""
-    from prvql.data.synth import SynthOptions, write_synthetic_dataset
+    from prvql.synth.episode import SynthOptions, write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("synth")
     report = write_synthetic_dataset(

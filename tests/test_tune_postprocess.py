@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prvql.engine.batch_predict import ScoreCache
-from prvql.engine.inference import FrameScores
+from prvql.infer.score_cache import FrameScores, ScoreCache
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "tune_postprocess.py"
@@ -171,7 +170,7 @@ def test_compare_grids_rescores_every_grid_against_the_best_of_all(tmp_path: Pat
 
 def test_crop_sightings_counts_tracks_on_the_crop_and_on_the_truth(tmp_path: Path) -> None:
     from prvql.data.annotations import load_annotations
-    from prvql.engine.predictions import write_predictions
+    from prvql.infer.predictions import write_predictions
     from prvql.metrics.structures import ResponseTrack
 
     script = ROOT / "benchmarks" / "crop_sightings.py"

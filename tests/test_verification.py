@@ -17,16 +17,16 @@ from prvql.boxes import normalize_boxes
 from prvql.config import Config
 from prvql.data.annotations import load_synthetic_occurrences
 from prvql.data.transforms import normalize_image, prepare_frames
-from prvql.engine.batch_predict import ScoreCache
-from prvql.engine.inference import FrameScores, build_predictor
-from prvql.engine.verification import (
+from prvql.errors import AnnotationError, PRVQLError
+from prvql.infer.predictor import build_predictor
+from prvql.infer.score_cache import FrameScores, ScoreCache
+from prvql.infer.verification import (
     colour_descriptors,
     colour_distance,
     query_descriptors,
     shrink_boxes,
     verified_scores,
 )
-from prvql.errors import AnnotationError, PRVQLError
 from tests.test_inference import crop_query, random_frames
 
 ROOT = Path(__file__).resolve().parents[1]

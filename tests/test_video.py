@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from prvql.data.annotations import load_annotations
-from prvql.data.extract import clip_jobs, extract_clips, validate_clip
+from prvql.data.extract import extract_clips, extract_jobs, validate_clip
 from prvql.data.video import VideoReader, resample_indices, write_video
 from prvql.errors import VideoError
 
@@ -89,7 +89,7 @@ def annotations(tmp_path: Path, with_tracks: bool = True) -> Path:
 
 @pytest.mark.parametrize("with_tracks", [True, False])
 def test_extract_clips_keeps_every_sixth_frame(canonical: Path, tmp_path: Path, with_tracks: bool) -> None:
-    jobs = clip_jobs([load_annotations(annotations(tmp_path, with_tracks))])
+    jobs = extract_jobs([load_annotations(annotations(tmp_path, with_tracks))])
     assert [j.clip_uid for j in jobs] == ["clip-a"] and jobs[0].num_frames == 30
     out = tmp_path / "clips"
     report = extract_clips(jobs, canonical.parent, out, progress=False)
@@ -102,7 +102,7 @@ def test_extract_clips_keeps_every_sixth_frame(canonical: Path, tmp_path: Path, 
 
 
 def test_extract_downscales_and_validates(canonical: Path, tmp_path: Path) -> None:
-    jobs = clip_jobs([load_annotations(annotations(tmp_path))])
+    jobs = extract_jobs([load_annotations(annotations(tmp_path))])
     out = tmp_path / "clips"
     extract_clips(jobs, canonical.parent, out, downscale_height=48, progress=False)
     with VideoReader(out / "clip-a.mp4") as clip:
@@ -116,7 +116,7 @@ def test_extract_downscales_and_validates(canonical: Path, tmp_path: Path) -> No
 
 
 def test_missing_source_video_is_reported_not_fatal(tmp_path: Path) -> None:
-    jobs = clip_jobs([load_annotations(annotations(tmp_path))])
+    jobs = extract_jobs([load_annotations(annotations(tmp_path))])
     report = extract_clips(jobs, tmp_path / "no-videos", tmp_path / "clips", progress=False)
     assert list(report.failed) == ["clip-a"] and "video-1.mp4: video file not found" in report.failed["clip-a"]
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prvql.engine.locate_video import Query
 from prvql.errors import PRVQLError
+from prvql.infer.locate import Query
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The web app's model: loaded once, warmed up, and the files a job may hand out.
 
-A job runs :func:`prvql.engine.locate_video.locate_video`, the same function as ``prvql locate``: a box on frame F
+A job runs :func:`prvql.infer.locate.locate_video`, the same function as ``prvql locate``: a box on frame F
 searching "before" equals ``prvql locate --query-frame F --query-box ...`` and a crop image searching "anywhere"
 equals ``prvql locate --query IMAGE``. The app adds two choices the command line does not offer: a box searched for
 in the whole video, and a crop searched for before a chosen frame.
@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from prvql.config import Config
-from prvql.engine.inference import build_predictor
-from prvql.engine.locate import locate
-from prvql.engine.postprocess import build_postprocessor
 from prvql.errors import ConfigError
+from prvql.infer.locate import locate
+from prvql.infer.postprocess import build_postprocessor
+from prvql.infer.predictor import build_predictor
 
 OUTPUT_FILES = ("track.json", "track.mp4", "scores.png")  # what a job writes; the only names the server hands out
 
@@ -27,7 +27,7 @@ WARM_UP_SIDE = 64  # pixels of the blank frames searched by LoadedModel.warm_up
 
 @dataclass(frozen=True, eq=False)
 class LoadedModel:
-    """The model the server loads once (``prvql.engine.trained_model.load_inference_model``) and its device."""
+    """The model the server loads once (``prvql.infer.trained_model.load_inference_model``) and its device."""
 
     cfg: Config
     model: nn.Module

@@ -34,8 +34,8 @@ from starlette.routing import Route
 from prvql.app.jobs import DONE, Job, JobQueue
 from prvql.app.pipeline import OUTPUT_FILES, LoadedModel
 from prvql.app.store import Store, Upload
-from prvql.engine.locate_video import locate_video, make_query
 from prvql.errors import PRVQLError
+from prvql.infer.locate import locate_video, parse_query
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,9 @@ def create_app(
             if upload.crop is None:
                 raise HTTPException(400, "crop: no crop image was given for this video")
             crop = upload.crop
-        query, _ = make_query(upload.info, fields.get("frame"), fields.get("search", "before"), fields.get("box"), crop)
+        query, _ = parse_query(
+            upload.info, fields.get("frame"), fields.get("search", "before"), fields.get("box"), crop
+        )
         job = store.new_job(session(request), upload, query)
         queue.submit(job)
         return JSONResponse(job_status(job), status_code=202)

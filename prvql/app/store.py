@@ -19,7 +19,7 @@ from pathlib import Path
 
 from prvql.app.jobs import FINISHED, Job
 from prvql.data.video import VideoReader
-from prvql.engine.locate_video import Query, VideoInfo
+from prvql.infer.locate import Query, VideoInfo
 
 # extensions kept on the stored copy so that the browser (and FFmpeg) see what the file is; anything else -> .video
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".3gp", ".ogv", ".wmv")

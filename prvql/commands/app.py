@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise PRVQLError(f'prvql app needs the app extra ({exc.name} is missing): pip install -e ".[app]"') from None
     import torch
 
-    from prvql.engine.trained_model import load_inference_model, resolve_device
+    from prvql.infer.trained_model import load_inference_model, resolve_device
 
     check_range("--port", args.port, 1, 65535)
     if args.max_upload_mb <= 0 or args.keep_minutes <= 0:

@@ -117,7 +117,7 @@ def measure(predictor, memory: PeakMemory, num_frames: int, queries: int, height
 
     import torch
 
-    from prvql.engine.inference import ClipQuery, PredictorStats
+    from prvql.infer.predictor import ClipQuery, PredictorStats
 
     size = predictor.input_size
     generator = torch.Generator().manual_seed(1)
@@ -150,8 +150,8 @@ def run(args: argparse.Namespace) -> int:
 
     from prvql.atomic import atomic_write_text
     from prvql.config import load_config
-    from prvql.engine.inference import build_predictor
-    from prvql.engine.trained_model import resolve_device
+    from prvql.infer.predictor import build_predictor
+    from prvql.infer.trained_model import resolve_device
     from prvql.model import build_prvql
     from prvql.paths import check_output_file
 

@@ -27,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from prvql.checkpoint import save_weights
     from prvql.errors import PRVQLError
     from prvql.model.released_weights import load_released
+    from prvql.weights_file import save_weights
 
     if args.output.suffix != ".safetensors":
         raise PRVQLError(f"--output: {args.output} must end in .safetensors")

@@ -67,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
         check_input_dir(args.videos, "--videos folder of <video_uid>.mp4")
         if Path(args.out).resolve() == Path(args.videos).resolve():
             raise PRVQLError("--out: must differ from --videos (a clip could overwrite a video of the same name)")
-        from prvql.data.extract import clip_jobs, extract_clips
+        from prvql.data.extract import extract_clips, extract_jobs
 
-        jobs = clip_jobs(sets)
+        jobs = extract_jobs(sets)
         report = extract_clips(
             jobs, args.videos, args.out, args.downscale_height, workers=args.workers, progress=not args.no_progress
         )

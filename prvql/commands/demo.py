@@ -48,16 +48,17 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from prvql.atomic import atomic_outputs, atomic_write_json
-    from prvql.data.synth import SynthOptions, make_episode
     from prvql.data.video import write_video
-    from prvql.engine.inference import build_predictor
-    from prvql.engine.locate import locate, write_locate_outputs
-    from prvql.engine.postprocess import build_postprocessor
-    from prvql.engine.trained_model import load_inference_model, resolve_device
+    from prvql.infer.locate import locate
+    from prvql.infer.outputs import write_locate_outputs
+    from prvql.infer.postprocess import build_postprocessor
+    from prvql.infer.predictor import build_predictor
+    from prvql.infer.trained_model import load_inference_model, resolve_device
     from prvql.metrics.overlap import frame_ious
     from prvql.metrics.structures import ResponseTrack
     from prvql.metrics.vq2d import query_overlaps, summarize
     from prvql.paths import check_output_dir
+    from prvql.synth.episode import SynthOptions, make_episode
 
     check_range("--seed", args.seed, 0, 2**32 - 1, shown="[0, 2**32)")
     check_range("--frames", args.frames, 2, MAX_FRAMES)

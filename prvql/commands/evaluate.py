@@ -42,7 +42,7 @@ def format_table(result: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from prvql.data.annotations import load_annotations
-    from prvql.engine.predictions import load_predictions
+    from prvql.infer.predictions import load_predictions
     from prvql.metrics.evaluation import evaluate_predictions
 
     annotations = load_annotations(args.annotations)

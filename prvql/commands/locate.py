@@ -56,14 +56,14 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return x1, y1, x2, y2
 
 
-CLI_FIELDS = {"frame": "--query-frame", "search": "search", "box": "--query-box"}
+CLI_FLAGS = {"frame": "--query-frame", "box": "--query-box"}  # QueryError.field -> the flag that gave it
 
 
 def run(args: argparse.Namespace) -> int:
     from prvql.data.images import read_image
     from prvql.data.video import VideoReader
-    from prvql.engine.locate_video import Query, locate_video
-    from prvql.engine.trained_model import load_inference_model, resolve_device
+    from prvql.infer.locate import Query, QueryError, locate_video
+    from prvql.infer.trained_model import load_inference_model, resolve_device
     from prvql.paths import check_output_dir
 
     if (args.query_frame is None) != (args.query_box is None):
@@ -79,17 +79,12 @@ def run(args: argparse.Namespace) -> int:
         query = Query(frame=args.query_frame, search="before", box=box)
     device = resolve_device(args.device)
     cfg, model = load_inference_model(args.config, args.weights, args.overrides)
-    found = locate_video(
-        cfg,
-        model,
-        device,
-        args.video,
-        query,
-        args.output,
-        name=str(args.video),
-        render_video=not args.no_video,
-        fields=CLI_FIELDS,
-    )
+    try:
+        found = locate_video(
+            cfg, model, device, args.video, query, args.output, name=str(args.video), render_video=not args.no_video
+        )
+    except QueryError as exc:
+        raise PRVQLError(f"{CLI_FLAGS.get(exc.field, exc.field)}: {exc.detail}") from None
     if len(found.result.track):
         first, last = found.result.track.extent
         sources, fps = found.info.sources, found.info.fps

@@ -24,7 +24,7 @@ def check_range(option: str, value: float | None, least: float, most: float, sho
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``--config`` and ``--weights``, read by :func:`prvql.engine.trained_model.load_inference_model`."""
+    """``--config`` and ``--weights``, read by :func:`prvql.infer.trained_model.load_inference_model`."""
     parser.add_argument("--config", help="config file or preset (default: the one stored in --weights)")
     parser.add_argument(
         "--weights",
@@ -35,7 +35,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_device_option(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    """``--device`` for one process, read by :func:`prvql.engine.trained_model.resolve_device`.
+    """``--device`` for one process, read by :func:`prvql.infer.trained_model.resolve_device`.
 
     Args:
         parser: the command's parser.
@@ -46,7 +46,7 @@ def add_device_option(parser: argparse.ArgumentParser, default: str | None = Non
 
 
 def add_process_device_option(parser: argparse.ArgumentParser) -> None:
-    """``--device`` for commands that may run under torchrun (:func:`prvql.engine.distributed.init_distributed`)."""
+    """``--device`` for commands that may run under torchrun (:func:`prvql.distributed.init_distributed`)."""
     parser.add_argument(
         "--device",
         default="auto",

@@ -55,13 +55,14 @@ def run(args: argparse.Namespace) -> int:
     from prvql.atomic import atomic_write_json
     from prvql.config import config_to_dict
     from prvql.data.annotations import load_annotations
-    from prvql.engine.batch_predict import ScoreCache, clip_jobs, predict_clips, tracks_from_cache
-    from prvql.engine.distributed import barrier, init_distributed, shutdown
-    from prvql.engine.inference import build_predictor
-    from prvql.engine.postprocess import build_postprocessor
-    from prvql.engine.predictions import write_predictions
-    from prvql.engine.trained_model import default_weights_path, load_inference_model
+    from prvql.distributed import barrier, init_distributed, shutdown
     from prvql.errors import PRVQLError
+    from prvql.infer.challenge import predict_search_jobs, search_jobs, tracks_from_cache
+    from prvql.infer.postprocess import build_postprocessor
+    from prvql.infer.predictions import write_predictions
+    from prvql.infer.predictor import build_predictor
+    from prvql.infer.score_cache import ScoreCache
+    from prvql.infer.trained_model import default_weights_path, load_inference_model
     from prvql.paths import check_input_dir, check_output_dir, check_output_file
 
     check_output_file(args.output, "--output")
@@ -86,13 +87,13 @@ def run(args: argparse.Namespace) -> int:
             else:
                 cache.drop_unreadable([r.key for r in annotations.records() if r.is_valid and r.clip_uid])
         barrier()
-        jobs = clip_jobs(annotations)[: args.max_clips][info.rank :: info.world_size]
+        jobs = search_jobs(annotations)[: args.max_clips][info.rank :: info.world_size]
         predictor = build_predictor(cfg, model, info.device)
 
         def progress(items):
             return tqdm(items, desc=f"predict rank {info.rank}", unit="clip", position=info.rank, disable=None)
 
-        failed = predict_clips(predictor, jobs, args.clips, cache, resume=args.resume, progress=progress)
+        failed = predict_search_jobs(predictor, jobs, args.clips, cache, resume=args.resume, progress=progress)
         atomic_write_json(cache.root / f"done.{info.rank}.json", {"failed_clips": failed})
         if not info.is_main:
             return 0

@@ -56,9 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from prvql.commands.options import check_range
-    from prvql.data.synth import SynthOptions, write_synthetic_dataset
     from prvql.errors import PRVQLError
     from prvql.paths import check_output_dir
+    from prvql.synth.episode import SynthOptions, write_synthetic_dataset
 
     for option, value, least, most in (
         ("--clips", args.clips, 1, MAX_CLIPS),

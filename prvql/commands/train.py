@@ -29,9 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from prvql.config import load_config
-    from prvql.engine.train import CHECKPOINT_NAME, fit
     from prvql.errors import ConfigError
     from prvql.paths import check_output_dir
+    from prvql.train.loop import CHECKPOINT_NAME, fit
 
     output = check_output_dir(args.output, "--output")
     if args.resume and not (output / CHECKPOINT_NAME).is_file():

@@ -33,10 +33,10 @@ def run(args: argparse.Namespace) -> int:
     from prvql.config import Config, config_from_dict
     from prvql.data.annotations import load_annotations
     from prvql.data.video import VideoReader, write_video
-    from prvql.engine.batch_predict import ScoreCache
-    from prvql.engine.postprocess import build_postprocessor
-    from prvql.engine.predictions import load_predictions
-    from prvql.engine.render import (
+    from prvql.errors import ConfigError
+    from prvql.infer.postprocess import build_postprocessor
+    from prvql.infer.predictions import load_predictions
+    from prvql.infer.render import (
         CANDIDATE_COLOR,
         GROUND_TRUTH_COLOR,
         PREDICTION_COLOR,
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         plot_scores,
         video_frame,
     )
-    from prvql.errors import ConfigError
+    from prvql.infer.score_cache import ScoreCache
     from prvql.metrics.structures import ResponseTrack
     from prvql.paths import check_input_dir, check_output_file, file_in
 

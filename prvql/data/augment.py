@@ -23,7 +23,7 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from prvql.data.synth_imagery import look_alike
+from prvql.recolour import look_alike
 
 
 class WindowAugment:
@@ -123,7 +123,7 @@ class QueryAugment:
 
 def recolour_box(frame: np.ndarray, box_xyxy: Sequence[float], rng: np.random.Generator) -> np.ndarray:
     """A copy of ``frame`` (uint8 [H, W, 3]) whose box holds a recoloured look-alike of its content: the synthetic
-    generator's recolouring of its look-alike distractors (:func:`prvql.data.synth_imagery.look_alike`).
+    generator's recolouring of its look-alike distractors (:func:`prvql.recolour.look_alike`).
 
     Args:
         frame: uint8 [H, W, 3] RGB.

@@ -17,8 +17,8 @@ from prvql.data.annotations import QueryRecord, load_annotations, load_egotracks
 from prvql.data.augment import QueryAugment, WindowAugment, recolour_box
 from prvql.data.batch import Sample
 from prvql.data.frames import FrameSource
-from prvql.data.sampling import WindowSampler, build_sampler, positive_frames
 from prvql.data.transforms import normalize_image, pad_resize, query_image
+from prvql.data.windows import WindowSampler, build_sampler, positive_frames
 from prvql.errors import VideoError
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ClipJob:
+class ExtractJob:
     """Everything needed to cut one clip out of its canonical video and to check the result."""
 
     clip_uid: str
@@ -60,13 +60,13 @@ def _max_frame(clip: ClipEntry) -> int:
     return max(frames)
 
 
-def clip_jobs(annotation_sets: Iterable[AnnotationSet]) -> list[ClipJob]:
+def extract_jobs(annotation_sets: Iterable[AnnotationSet]) -> list[ExtractJob]:
     """One job per distinct clip uid (clips with a null uid, as in the test split, have no clip to extract).
 
     Raises:
         AnnotationError: a clip without ``video_start_frame``, ``video_end_frame`` or ``clip_fps``.
     """
-    jobs: dict[str, ClipJob] = {}
+    jobs: dict[str, ExtractJob] = {}
     for ann_set in annotation_sets:
         for vi, video in enumerate(ann_set.videos):
             for ci, clip in enumerate(video.clips):
@@ -76,7 +76,7 @@ def clip_jobs(annotation_sets: Iterable[AnnotationSet]) -> list[ClipJob]:
                     if getattr(clip, key) is None:
                         where = f"videos[{vi}].clips[{ci}].{key}"
                         raise AnnotationError(f"{ann_set.path.name}: {where}: missing (needed to extract clips)")
-                job = ClipJob(
+                job = ExtractJob(
                     clip_uid=clip.clip_uid,
                     video_uid=video.video_uid,
                     video_start_frame=int(clip.video_start_frame),
@@ -109,7 +109,7 @@ def output_size(height: int, width: int, downscale_height: int | None) -> tuple[
     return height - height % 2, width - width % 2
 
 
-def extract_clip(video_path: Path, job: ClipJob, out_path: Path, downscale_height: int | None = None) -> int:
+def extract_clip(video_path: Path, job: ExtractJob, out_path: Path, downscale_height: int | None = None) -> int:
     """Write ``out_path`` (atomically) with the clip's frames at ``clip_fps``. Returns the number of frames.
 
     Raises:
@@ -134,7 +134,7 @@ def extract_clip(video_path: Path, job: ClipJob, out_path: Path, downscale_heigh
             raise VideoError(f"{out_path}: cannot write clip ({exc})") from exc
 
 
-def validate_clip(path: Path, job: ClipJob) -> list[str]:
+def validate_clip(path: Path, job: ExtractJob) -> list[str]:
     """Problems of a written clip: unreadable, wrong frame rate, wrong frame count, annotated frames out of range."""
     try:
         with VideoReader(path) as reader:
@@ -151,7 +151,7 @@ def validate_clip(path: Path, job: ClipJob) -> list[str]:
     return problems
 
 
-def _run_job(args: tuple[ClipJob, Path, Path, int | None]) -> tuple[str, str, str]:
+def _run_job(args: tuple[ExtractJob, Path, Path, int | None]) -> tuple[str, str, str]:
     """(clip_uid, "written" | "skipped" | "failed", reason). Runs in a worker process."""
     job, videos_dir, out_dir, downscale_height = args
     out_path = file_in(out_dir, job.clip_uid, ".mp4")
@@ -169,7 +169,7 @@ def _run_job(args: tuple[ClipJob, Path, Path, int | None]) -> tuple[str, str, st
 
 
 def extract_clips(
-    jobs: list[ClipJob],
+    jobs: list[ExtractJob],
     videos_dir: str | Path,
     out_dir: str | Path,
     downscale_height: int | None = None,

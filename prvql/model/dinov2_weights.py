@@ -23,9 +23,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
-from prvql.checkpoint import torch_load_untrusted
 from prvql.errors import CheckpointError
 from prvql.paths import check_input_file
+from prvql.weights_file import torch_load_untrusted
 
 # HF per-layer suffix -> timm per-block suffix (q/k/v and the SwiGLU halves are handled separately)
 _HF_LAYER_RENAMES = {

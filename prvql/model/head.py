@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from prvql.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
+from prvql.boxes import cxcywh_to_xyxy, sorted_corners, xyxy_to_cxcywh
 from prvql.model.layers import ConvBNAct
 
 
@@ -80,3 +80,17 @@ def decode_boxes(offsets: Tensor, anchors: Tensor) -> Tensor:
         ``[..., A, 4]`` normalised xyxy, float32.
     """
     return cxcywh_to_xyxy(offsets.float() + xyxy_to_cxcywh(anchors.float()))
+
+
+def top_boxes(logits: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
+    """Best anchor per frame.
+
+    Args:
+        logits: [B, T, A]; boxes: [B, T, A, 4] normalised xyxy.
+
+    Returns:
+        (scores [B, T] = max logit, boxes [B, T, 4] of that anchor with sorted corners).
+    """
+    scores, index = logits.max(dim=-1)
+    best = boxes.gather(2, index[..., None, None].expand(*index.shape, 1, 4)).squeeze(2)
+    return scores, sorted_corners(best)

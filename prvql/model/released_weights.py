@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from prvql.checkpoint import torch_load_untrusted
 from prvql.config import Config, apply_overrides, config_from_dict, config_to_dict, load_config
 from prvql.errors import CheckpointError, ConfigError
 from prvql.model.dinov2_weights import to_timm_layout
+from prvql.weights_file import torch_load_untrusted
 
 # backbone width -> DINOv2 size letter, and each size's full depth
 _VIT_WIDTHS = {384: "s", 768: "b", 1024: "l", 1536: "g"}

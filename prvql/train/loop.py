@@ -2,9 +2,9 @@
 
 One process or many (``torchrun``; DDP over NCCL or gloo). Per optimiser step: ``grad_accum`` micro-batches of
 ``batch_size`` windows per process (global batch = batch_size x world_size x grad_accum), bf16 autocast on CUDA
-when ``train.bf16``, gradient clipping, AdamW + warm-up/linear-decay schedule (:mod:`prvql.engine.schedule`).
+when ``train.bf16``, gradient clipping, AdamW + warm-up/linear-decay schedule (:mod:`prvql.train.schedule`).
 
-Run folder: ``config.yaml`` (resolved config), ``log.jsonl`` (:mod:`prvql.engine.logger`), ``checkpoint.pt``
+Run folder: ``config.yaml`` (resolved config), ``log.jsonl`` (:mod:`prvql.train.logger`), ``checkpoint.pt``
 (latest training state, every ``checkpoint_every`` steps and at the end), ``weights.safetensors`` (final
 trainable weights for inference) and ``weights_best.safetensors`` (best validation :data:`BEST_MEASURE`: the AUROC
 of the per-frame scores, which ranks models the way the benchmark's score curve does; the released code's frame
@@ -30,20 +30,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from prvql.checkpoint import (
-    capture_rng_state,
-    load_trainable_state,
-    load_training_checkpoint,
-    load_weights,
-    restore_rng_state,
-    save_training_checkpoint,
-    save_weights,
-    trainable_state_dict,
-)
 from prvql.config import Config, check_training_config, config_from_dict, config_to_dict, write_config
-from prvql.criterion import PRVQLCriterion, Targets, build_criterion
 from prvql.data.batch import Batch
-from prvql.engine.distributed import (
+from prvql.distributed import (
     DistInfo,
     all_gather_objects,
     all_reduce_max,
@@ -52,11 +41,19 @@ from prvql.engine.distributed import (
     reduce_mean,
     shutdown,
 )
-from prvql.engine.logger import RunLogger
-from prvql.engine.sampling import BatchStream, make_loader
-from prvql.engine.schedule import build_optimizer, build_scheduler
-from prvql.engine.validate import validate
 from prvql.errors import CheckpointError, ConfigError, TrainingError
+from prvql.train.checkpoint import (
+    capture_rng_state,
+    load_training_checkpoint,
+    restore_rng_state,
+    save_training_checkpoint,
+)
+from prvql.train.criterion import PRVQLCriterion, Targets, build_criterion
+from prvql.train.logger import RunLogger
+from prvql.train.order import BatchStream, make_loader
+from prvql.train.schedule import build_optimizer, build_scheduler
+from prvql.train.validate import validate
+from prvql.weights_file import load_trainable_state, load_weights, save_weights, trainable_state_dict
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 For every stage k (0 = first) the criterion returns unweighted terms, each a scalar:
 
 - ``loss_prob_s{k}``: sigmoid focal loss over all anchors of the frames before the query frame, target = the
-  positive-anchor mask of :func:`prvql.assigner.assign_anchors`, mean over those anchors.
+  positive-anchor mask of :func:`prvql.train.assigner.assign_anchors`, mean over those anchors.
 - ``loss_center_s{k}``: L1 between predicted and ground-truth box centres, mean over positive anchors x 2.
 - ``loss_size_s{k}``: L1 between the predicted *signed* half widths / half heights ((x2 - x1) / 2, (y2 - y1) / 2 of
   the decoded box, before any re-sorting) and the ground-truth ones (the released code's convention, so its weight
@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-from prvql.assigner import assign_anchors
 from prvql.boxes import sorted_corners, xyxy_to_cxcywh
 from prvql.config import LossConfig
 from prvql.errors import ConfigError
+from prvql.train.assigner import assign_anchors
 
 TERMS = ("prob", "center", "size", "giou", "frame_bce")
 
@@ -46,7 +46,7 @@ class LossTargets(Protocol):
 
 @dataclass
 class Targets:
-    """Plain targets, e.g. the hard-negative pairs of :func:`prvql.engine.train.hard_negative_targets`."""
+    """Plain targets, e.g. the hard-negative pairs of :func:`prvql.train.loop.hard_negative_targets`."""
 
     boxes: Tensor
     occurrence: Tensor

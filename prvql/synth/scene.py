@@ -1,10 +1,10 @@
-"""Scene model and renderer of the synthetic episodes (see :mod:`prvql.data.synth`).
+"""Scene model and renderer of the synthetic episodes (see :mod:`prvql.synth.episode`).
 
 A scene is a world (a photograph, or real footage playing) with objects cut from other photographs placed in it
 (each with its own drift, perspective yaw and pitch, roll, and distance to the camera), an "ego" camera that holds
 on places and pans between them with zoom, roll and head shake, camera-attached "hands" (blobs textured with
 another background picture) that occlude, and the sensor's effects (lighting drift, motion blur, defocus, JPEG;
-:mod:`prvql.data.synth_effects`). :func:`render` draws one frame and, if asked, the boxes of the visible parts of
+:mod:`prvql.synth.effects`). :func:`render` draws one frame and, if asked, the boxes of the visible parts of
 the targets.
 """
 
@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-from prvql.data.synth_effects import Effects, apply_effects, make_effects
-from prvql.data.synth_imagery import (
+from prvql.recolour import look_alike
+from prvql.synth.effects import Effects, apply_effects, make_effects
+from prvql.synth.imagery import (
     background_image,
     background_names,
     generated_object_spec,
     load_video,
-    look_alike,
     object_image,
     object_specs,
     random_patch_spec,
@@ -125,7 +125,7 @@ class Scene:
     )  # (start, end, image, from xy, to xy) in frame pixels
     shake: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)  # px, freq 1, freq 2, phase x, y
     zoom_drift: tuple[float, float, float] = (0.0, 0.0, 0.0)  # relative amplitude, angular frequency, phase
-    video: str | None = None  # real footage playing as the world (synth_imagery.load_video)
+    video: str | None = None  # real footage playing as the world (imagery.load_video)
     video_offset: float = 0.0  # footage time (its frames) at scene time 0
     effects: Effects = field(default_factory=Effects)
 

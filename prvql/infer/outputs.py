@@ -1,9 +1,4 @@
-"""Find the last occurrence of a visual query in a stream of frames, and write what was found.
-
-:func:`locate` searches frames at the model's rate for one query (an image, or a box on a frame) with a
-:class:`~prvql.engine.inference.Predictor` and turns the per-frame scores into a response track with a
-:class:`~prvql.engine.postprocess.PostProcessor`. :func:`write_locate_outputs` writes the result as ``prvql locate``
-and ``prvql demo`` present it:
+"""What a search writes, as ``prvql locate``, ``prvql demo`` and the app present it.
 
 - ``track.json``: the caller's fields, then ``source_fps, model_fps, width, height, searched_frames``,
   ``track {score, start, end, peak, peak_score, peak_threshold, track_threshold, first_frame, frames}`` and
@@ -14,144 +9,34 @@ and ``prvql demo`` present it:
 - ``track.mp4``: the searched frames with the track (green, with its score), the best box of the other frames
   (grey), the ground truth when known (red), the query crop in the corner and, if asked, the query frame last.
 
-Boxes are xyxy pixels of the searched frames everywhere.
+:func:`overlay_frames` draws those frames; ``prvql visualize`` uses it too. Boxes are xyxy pixels of the searched
+frames everywhere.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from prvql.atomic import atomic_outputs, atomic_write_json
-from prvql.boxes import clip_boxes
-from prvql.data.transforms import prepare_query
 from prvql.data.video import write_video
-from prvql.engine.inference import ClipQuery, Predictor
-from prvql.engine.postprocess import PostProcessor, TrackWindow
-from prvql.engine.render import (
+from prvql.infer.render import (
     CANDIDATE_COLOR,
     GROUND_TRUTH_COLOR,
     PREDICTION_COLOR,
     Overlay,
-    crop_box,
     draw_overlays,
     even_size,
     plot_scores,
     video_frame,
 )
-from prvql.errors import PRVQLError
 from prvql.metrics.structures import ResponseTrack
 
-
-@dataclass(frozen=True, eq=False)
-class LocateResult:
-    """What :func:`locate` found.
-
-    Attributes:
-        scores: float32 [N] occurrence score of each searched frame ``0 .. N-1``.
-        boxes: float32 [N, 4] the best box of each frame, xyxy pixels of the searched frames.
-        track: the response track (frames ``window.start .. window.end`` with their boxes).
-        window: where the track is and why (peak, thresholds, smoothed curve).
-        frame_size: (height, width) of the searched frames.
-        query_image: uint8 [h, w, 3] the image the query was cut from.
-        query_box: (x1, y1, x2, y2) the query's box in ``query_image`` pixels, clipped to it.
-    """
-
-    scores: np.ndarray
-    boxes: np.ndarray
-    track: ResponseTrack
-    window: TrackWindow
-    frame_size: tuple[int, int]
-    query_image: np.ndarray
-    query_box: tuple[float, float, float, float]
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-    @property
-    def crop(self) -> np.ndarray:
-        """uint8 [h', w', 3] the query's pixels (``query_box`` of ``query_image``)."""
-        return crop_box(self.query_image, self.query_box)
-
-
-def locate(
-    predictor: Predictor,
-    postprocessor: PostProcessor,
-    frames: Iterable[np.ndarray],
-    query_image: np.ndarray,
-    query_box: Sequence[float] | None = None,
-    *,
-    num_frames: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    visual_crop_frame: int | None = None,
-) -> LocateResult:
-    """Search ``frames`` for the query and pick the response track.
-
-    Args:
-        predictor: scores every frame (its ``input_size`` sizes the query crop).
-        postprocessor: turns the score curve into the track.
-        frames: the frames to search, in order, each uint8 [H, W, 3] at the model's frame rate; read lazily.
-        query_image: uint8 [h, w, 3] the picture holding the query.
-        query_box: (x1, y1, x2, y2) of the object in ``query_image`` pixels; ``None`` = the whole image.
-        num_frames: how many of ``frames`` to search; ``None`` = ``len(frames)``.
-        progress: called as ``progress(read, num_frames)`` once before the search (``read`` = 0) and each time the
-            predictor takes a frame (it scores them in chunks of ``windows_per_batch`` windows, so ``read`` runs at
-            most one chunk ahead of the frames scored). An exception it raises (e.g. to cancel) ends the search.
-        visual_crop_frame: the index in ``frames`` of the frame ``query_image`` is, when the query was cut from a
-            searched frame under the Ego4D protocol (``prvql demo``); used only by ``inference.after_visual_crop``.
-
-    Returns:
-        The per-frame scores and boxes and the track. If ``frames`` ends early, the frames there were are searched.
-
-    Raises:
-        PRVQLError: a box outside the query image, or nothing to search.
-    """
-    height, width = query_image.shape[:2]
-    if query_box is None:
-        query_box = (0.0, 0.0, float(width), float(height))
-    box = clip_boxes(torch.tensor(query_box, dtype=torch.float64), height, width)
-    if not (box[2] > box[0] and box[3] > box[1]):
-        raise PRVQLError(f"query box {tuple(query_box)} lies outside the {width}x{height} query image")
-    if num_frames is None:
-        if not hasattr(frames, "__len__"):
-            raise TypeError("locate: give num_frames when frames is a stream")
-        num_frames = len(frames)
-    if num_frames <= 0:
-        raise PRVQLError("locate: no frames to search")
-
-    size: list[tuple[int, int]] = []
-
-    def watched(stream: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        for read, frame in enumerate(stream, 1):
-            if not size:
-                size.append((int(frame.shape[0]), int(frame.shape[1])))
-            if progress is not None:
-                progress(read, num_frames)
-            yield frame
-
-    query = ClipQuery(
-        "query", prepare_query(query_image, box, predictor.input_size, predictor.released_preprocessing), num_frames
-    )
-    if progress is not None:
-        progress(0, num_frames)
-    result = predictor.predict(watched(frames), query)
-    if len(result) == 0:
-        raise PRVQLError("locate: the frames ended before any could be searched")
-    track, window = postprocessor(result.scores, result.boxes, visual_crop_frame)
-    return LocateResult(
-        scores=result.scores,
-        boxes=result.boxes,
-        track=track,
-        window=window,
-        frame_size=size[0],
-        query_image=query_image,
-        query_box=tuple(float(v) for v in box),
-    )
+if TYPE_CHECKING:  # locate.py imports this module
+    from prvql.infer.locate import LocateResult
 
 
 def _frame_entry(result: LocateResult, k: int, source_frames: Sequence[int], source_fps: float) -> dict:
@@ -207,7 +92,7 @@ def locate_report(
     }
 
 
-def _video_frames(
+def overlay_frames(
     result: LocateResult,
     frames: Iterable[np.ndarray],
     ground_truth: ResponseTrack | None,
@@ -301,7 +186,7 @@ def write_locate_outputs(
     )
     written = [out / "scores.png"]
     if frames is not None:
-        write_video(stage(out / "track.mp4"), _video_frames(result, frames, ground_truth, show_query_frame), fps)
+        write_video(stage(out / "track.mp4"), overlay_frames(result, frames, ground_truth, show_query_frame), fps)
         written.append(out / "track.mp4")
     atomic_write_json(  # staged last: published last, so track.json marks a complete set
         stage(out / "track.json"),

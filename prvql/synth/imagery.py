@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from prvql.data.synth_generated import GENERATED_PREFIX, generated_picture, generated_size
+from prvql.synth.generated import GENERATED_PREFIX, generated_picture, generated_size
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ def random_patch_spec(rng: np.random.Generator, pool: str) -> ObjectSpec:
 
 
 def generated_object_spec(rng: np.random.Generator) -> ObjectSpec:
-    """A new procedurally generated object (:mod:`prvql.data.synth_generated`), in the training pool."""
+    """A new procedurally generated object (:mod:`prvql.synth.generated`), in the training pool."""
     seed = int(rng.integers(2**62))
     mask = "ellipse" if rng.random() < 0.5 else "rect"
     height, width = generated_size(seed)
@@ -303,21 +303,3 @@ def background_image(name: str, width: int, height: int) -> Image.Image:
     image = image.resize((round(image.width * scale) + 1, round(image.height * scale) + 1), Image.BICUBIC)
     left, top = (image.width - width) // 2, (image.height - height) // 2
     return image.crop((left, top, left + width, top + height))
-
-
-def recolour(image: Image.Image, shift: int, tint: tuple[float, float, float]) -> Image.Image:
-    """A look-alike of an RGBA image: hue rotated by ``shift`` (0..255), then multiplied by ``tint`` (so grey
-    objects change colour too); alpha kept."""
-    hsv = np.asarray(image.convert("RGB").convert("HSV")).copy()
-    hsv[..., 0] = (hsv[..., 0].astype(np.int32) + shift) % 256
-    rgb = np.asarray(Image.fromarray(hsv, "HSV").convert("RGB")).astype(np.float32) * np.asarray(tint, np.float32)
-    out = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
-    out.putalpha(image.getchannel("A"))
-    return out
-
-
-def look_alike(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """The generator's recoloured look-alike of an RGBA image: :func:`recolour` with a random hue shift (64-191 of
-    256) and tint (each channel uniform in [0.3, 1], the brightest scaled to 1)."""
-    tint = rng.uniform(0.3, 1.0, size=3)
-    return recolour(image, int(rng.integers(64, 192)), tuple(tint / tint.max()))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-GENERATED_PREFIX = "generated_"  # picture name "generated_<seed>" (see prvql.data.synth_imagery.load_picture)
+GENERATED_PREFIX = "generated_"  # picture name "generated_<seed>" (see prvql.synth.imagery.load_picture)
 SIDE_RANGE = (64, 200)  # pixels, each side
 SHAPES_RANGE = (2, 10)  # shapes drawn over the base
 # Grey training-pool pictures used as tinted base textures (never a held-out picture).

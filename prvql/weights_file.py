@@ -1,13 +1,11 @@
-"""Training checkpoints and inference weights.
+"""Weights files, and reading untrusted torch files.
 
-- Training checkpoint (``RUN_DIR/checkpoint.pt``, ``torch.save``): trainable model tensors, optimiser, scheduler,
-  RNG states of every rank (python, numpy, torch, CUDA) as tensors and plain types, the data sampler's position,
-  the iteration and the resolved config. Read back with ``torch.load(weights_only=True)``, so a checkpoint from
-  elsewhere cannot run code.
 - Weights (``*.safetensors``): the trainable tensors only (the frozen backbone comes from its own weights file),
   with the resolved config as JSON metadata under ``"config"``. Used by predict / locate / demo.
 - Self-contained weights (``save_weights(..., include_backbone=True)``, written by ``prvql convert``): every tensor
   of the model, backbone included, metadata ``"backbone": "included"``; ``--weights`` alone runs it.
+- :func:`torch_load_untrusted`: ``torch.load(weights_only=True)`` for every torch file from elsewhere (training
+  checkpoints, the authors' checkpoints, DINOv2 weights), so none can run code.
 
 "Trainable" tensors are the parameters that require a gradient plus the buffers of modules that own such a
 parameter or own no parameter at all (BatchNorm statistics of the head, the anchors); the frozen backbone's
@@ -20,13 +18,11 @@ from __future__ import annotations
 
 import json
 import pickle
-import random
 import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
@@ -36,8 +32,6 @@ from prvql.atomic import atomic_path
 from prvql.config import Config, config_from_dict, config_to_dict
 from prvql.errors import CheckpointError, ConfigError, one_line
 from prvql.paths import check_input_file
-
-CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "iteration", "sampler", "rng", "config")
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, Tensor]:
@@ -151,12 +145,6 @@ def load_weights_config(path: str | Path) -> Config:
         raise CheckpointError(f"{path}: metadata 'config' is not a valid config ({exc})") from exc
 
 
-def save_training_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write a training checkpoint atomically (``state`` holds tensors and plain Python types only)."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
 def torch_load_untrusted(path: str | Path, what: str, mmap: bool = False) -> Any:
     """``torch.load(weights_only=True)`` of a file from elsewhere, on the CPU: tensors and plain types only, so it
     cannot run code. ``mmap``: page tensors in from the file as they are used (zip format; the legacy format is
@@ -188,60 +176,3 @@ def torch_load_untrusted(path: str | Path, what: str, mmap: bool = False) -> Any
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile) as exc:
         reason = one_line(str(exc), 200)
         raise CheckpointError(f"{path}: not a readable {what}, truncated or corrupt ({reason})") from None
-
-
-def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a training checkpoint on the CPU with ``weights_only=True`` (:func:`torch_load_untrusted`).
-
-    Raises:
-        CheckpointError: missing, corrupt, lacking one of :data:`CHECKPOINT_KEYS`, or with a ``model`` that is not
-            name -> tensor, an ``iteration`` that is not a non-negative integer or a ``config`` that is not a mapping.
-    """
-    state = torch_load_untrusted(path, "checkpoint")
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: not a prvql training checkpoint")
-    for key in CHECKPOINT_KEYS:
-        if key not in state:
-            raise CheckpointError(f"{path}: missing key '{key}' (not a prvql training checkpoint)")
-    model = state["model"]
-    if not isinstance(model, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in model.items()):
-        raise CheckpointError(f"{path}: 'model' is not a mapping of names to tensors (not a prvql training checkpoint)")
-    iteration = state["iteration"]
-    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
-        raise CheckpointError(f"{path}: 'iteration' is {iteration!r}, not a non-negative integer")
-    if not isinstance(state["config"], dict):
-        raise CheckpointError(f"{path}: 'config' is not a mapping (not a prvql training checkpoint)")
-    return state
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """This process's python, numpy, torch (and CUDA) RNG states as tensors and plain types."""
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached": float(cached),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state`."""
-    py = state["python"]
-    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss"]))
-    npy = state["numpy"]
-    np.random.set_state(
-        (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached"])
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

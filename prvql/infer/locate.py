@@ -1,8 +1,15 @@
-"""One query in a video file: check it against the video, search, write the outputs.
+"""Find the last occurrence of a visual query: in a stream of frames (:func:`locate`), or in a video file
+(:func:`locate_video`: check the query against the video, search, write the outputs).
 
-What ``prvql locate`` and the web app (``prvql app``) both run: the video is sampled at the model's rate
-(``inference.fps``) with :meth:`VideoReader.iter_resampled`, searched with :func:`prvql.engine.locate.locate` and
-written with :func:`prvql.engine.locate.write_locate_outputs` (``track.json``, ``scores.png``, ``track.mp4``).
+:func:`locate` searches frames at the model's rate for one query (an image, or a box on a frame) with a
+:class:`~prvql.infer.predictor.Predictor` and turns the per-frame scores into a response track with a
+:class:`~prvql.infer.postprocess.PostProcessor`.
+
+:func:`locate_video` is
+
+what ``prvql locate`` and the web app (``prvql app``) both run: the video is sampled at the model's rate
+(``inference.fps``) with :meth:`VideoReader.iter_resampled`, searched with :func:`locate` and
+written with :func:`prvql.infer.outputs.write_locate_outputs` (``track.json``, ``scores.png``, ``track.mp4``).
 The query is a box on a frame of the video or a crop image, searched in the frames before a chosen frame (the VQ2D
 question) or in the whole video.
 
@@ -15,7 +22,7 @@ Boxes are xyxy pixels of the video's frames.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,18 +33,136 @@ from torch import nn
 from prvql.boxes import clip_boxes
 from prvql.config import Config
 from prvql.data.images import read_image
+from prvql.data.transforms import prepare_query
 from prvql.data.video import VideoReader, resample_indices
-from prvql.engine.inference import build_predictor
-from prvql.engine.locate import LocateResult, locate, write_locate_outputs
-from prvql.engine.postprocess import build_postprocessor
 from prvql.errors import ConfigError, PRVQLError, VideoError
+from prvql.infer.outputs import write_locate_outputs
+from prvql.infer.postprocess import PostProcessor, TrackWindow, build_postprocessor
+from prvql.infer.predictor import ClipQuery, Predictor, build_predictor
+from prvql.infer.render import crop_box
+from prvql.metrics.structures import ResponseTrack
 
 SEARCH_MODES = ("before", "anywhere")  # "last seen before this frame" (the VQ2D question), or the whole video
 
 Progress = Callable[[str, int, int], None]  # (phase "search" | "render", done, total); may raise to cancel
 
-FIELD_NAMES = {"frame": "frame", "search": "search", "box": "box"}  # how errors name a query's fields
 KEEP_FRAMES_MB = 512  # searched frames kept for rendering instead of decoding the video again (module docstring)
+
+
+@dataclass(frozen=True, eq=False)
+class LocateResult:
+    """What :func:`locate` found.
+
+    Attributes:
+        scores: float32 [N] occurrence score of each searched frame ``0 .. N-1``.
+        boxes: float32 [N, 4] the best box of each frame, xyxy pixels of the searched frames.
+        track: the response track (frames ``window.start .. window.end`` with their boxes).
+        window: where the track is and why (peak, thresholds, smoothed curve).
+        frame_size: (height, width) of the searched frames.
+        query_image: uint8 [h, w, 3] the image the query was cut from.
+        query_box: (x1, y1, x2, y2) the query's box in ``query_image`` pixels, clipped to it.
+    """
+
+    scores: np.ndarray
+    boxes: np.ndarray
+    track: ResponseTrack
+    window: TrackWindow
+    frame_size: tuple[int, int]
+    query_image: np.ndarray
+    query_box: tuple[float, float, float, float]
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def crop(self) -> np.ndarray:
+        """uint8 [h', w', 3] the query's pixels (``query_box`` of ``query_image``)."""
+        return crop_box(self.query_image, self.query_box)
+
+
+def locate(
+    predictor: Predictor,
+    postprocessor: PostProcessor,
+    frames: Iterable[np.ndarray],
+    query_image: np.ndarray,
+    query_box: Sequence[float] | None = None,
+    *,
+    num_frames: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    visual_crop_frame: int | None = None,
+) -> LocateResult:
+    """Search ``frames`` for the query and pick the response track.
+
+    Args:
+        predictor: scores every frame (its ``input_size`` sizes the query crop).
+        postprocessor: turns the score curve into the track.
+        frames: the frames to search, in order, each uint8 [H, W, 3] at the model's frame rate; read lazily.
+        query_image: uint8 [h, w, 3] the picture holding the query.
+        query_box: (x1, y1, x2, y2) of the object in ``query_image`` pixels; ``None`` = the whole image.
+        num_frames: how many of ``frames`` to search; ``None`` = ``len(frames)``.
+        progress: called as ``progress(read, num_frames)`` once before the search (``read`` = 0) and each time the
+            predictor takes a frame (it scores them in chunks of ``windows_per_batch`` windows, so ``read`` runs at
+            most one chunk ahead of the frames scored). An exception it raises (e.g. to cancel) ends the search.
+        visual_crop_frame: the index in ``frames`` of the frame ``query_image`` is, when the query was cut from a
+            searched frame under the Ego4D protocol (``prvql demo``); used only by ``inference.after_visual_crop``.
+
+    Returns:
+        The per-frame scores and boxes and the track. If ``frames`` ends early, the frames there were are searched.
+
+    Raises:
+        PRVQLError: a box outside the query image, or nothing to search.
+    """
+    height, width = query_image.shape[:2]
+    if query_box is None:
+        query_box = (0.0, 0.0, float(width), float(height))
+    box = clip_boxes(torch.tensor(query_box, dtype=torch.float64), height, width)
+    if not (box[2] > box[0] and box[3] > box[1]):
+        raise PRVQLError(f"query box {tuple(query_box)} lies outside the {width}x{height} query image")
+    if num_frames is None:
+        if not hasattr(frames, "__len__"):
+            raise TypeError("locate: give num_frames when frames is a stream")
+        num_frames = len(frames)
+    if num_frames <= 0:
+        raise PRVQLError("locate: no frames to search")
+
+    size: list[tuple[int, int]] = []
+
+    def watched(stream: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for read, frame in enumerate(stream, 1):
+            if not size:
+                size.append((int(frame.shape[0]), int(frame.shape[1])))
+            if progress is not None:
+                progress(read, num_frames)
+            yield frame
+
+    query = ClipQuery(
+        "query", prepare_query(query_image, box, predictor.input_size, predictor.released_preprocessing), num_frames
+    )
+    if progress is not None:
+        progress(0, num_frames)
+    result = predictor.predict(watched(frames), query)
+    if len(result) == 0:
+        raise PRVQLError("locate: the frames ended before any could be searched")
+    track, window = postprocessor(result.scores, result.boxes, visual_crop_frame)
+    return LocateResult(
+        scores=result.scores,
+        boxes=result.boxes,
+        track=track,
+        window=window,
+        frame_size=size[0],
+        query_image=query_image,
+        query_box=tuple(float(v) for v in box),
+    )
+
+
+class QueryError(PRVQLError):
+    """A query field that does not fit the video: ``field`` is ``"frame"``, ``"search"`` or ``"box"`` (so a caller can
+    name it as its user knows it), ``detail`` the reason; ``str()`` is ``"<field>: <detail>"``."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"{field}: {detail}")
+        self.field = field
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -95,53 +220,48 @@ class Query:
     crop: Path | None = None
 
 
-def make_query(
+def parse_query(
     info: VideoInfo,
     frame: object,
     search: object,
     box: object,
     crop: Path | None,
-    fields: Mapping[str, str] = FIELD_NAMES,
 ) -> tuple[Query, int]:
     """Check a request's fields against the video; returns the query and the number of frames it searches.
 
     Args:
         info: the video.
         frame, search, box, crop: as in :class:`Query`, unchecked (e.g. straight from JSON).
-        fields: how error messages name ``frame``, ``search`` and ``box`` (e.g. ``--query-frame`` on the command
-            line).
 
     Raises:
-        PRVQLError: one line naming the field, e.g. a zero-size box or a box outside the frame.
+        QueryError: one line naming the field, e.g. a zero-size box or a box outside the frame.
     """
     if isinstance(frame, bool) or not isinstance(frame, int) or not 0 <= frame < info.num_frames:
-        raise PRVQLError(f"{fields['frame']}: must be a frame index in [0, {info.num_frames}) (got {frame!r})")
+        raise QueryError("frame", f"must be a frame index in [0, {info.num_frames}) (got {frame!r})")
     if search not in SEARCH_MODES:
-        raise PRVQLError(f"{fields['search']}: must be one of {', '.join(SEARCH_MODES)} (got {search!r})")
+        raise QueryError("search", f"must be one of {', '.join(SEARCH_MODES)} (got {search!r})")
     clipped = None
     if crop is None:
         if box is None:
-            raise PRVQLError(f"{fields['box']}: draw a box around the object (or give a crop image)")
+            raise QueryError("box", "draw a box around the object (or give a crop image)")
         if (
             not isinstance(box, list | tuple)
             or len(box) != 4
             or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in box)
             or not np.all(np.isfinite(box))
         ):
-            raise PRVQLError(f"{fields['box']}: expected four finite numbers x1, y1, x2, y2 in pixels (got {box!r})")
+            raise QueryError("box", f"expected four finite numbers x1, y1, x2, y2 in pixels (got {box!r})")
         x1, y1, x2, y2 = (float(v) for v in box)
         if x2 <= x1 or y2 <= y1:
-            raise PRVQLError(f"{fields['box']}: must have x2 > x1 and y2 > y1 (got {list(box)})")
+            raise QueryError("box", f"must have x2 > x1 and y2 > y1 (got {list(box)})")
         t = clip_boxes(torch.tensor([x1, y1, x2, y2], dtype=torch.float64), info.height, info.width)
         if not (t[2] > t[0] and t[3] > t[1]):
-            raise PRVQLError(f"{fields['box']}: {list(box)} lies outside the {info.width}x{info.height} frame")
+            raise QueryError("box", f"{list(box)} lies outside the {info.width}x{info.height} frame")
         clipped = tuple(float(v) for v in t)
     if search == "before":
         searched = sum(1 for s in info.sources if s < frame)
         if searched == 0:
-            raise PRVQLError(
-                f"{fields['frame']}: no frame comes before frame {frame} at the model's rate; pick a later frame"
-            )
+            raise QueryError("frame", f"no frame comes before frame {frame} at the model's rate; pick a later frame")
     else:
         searched = len(info.sources)
     return Query(frame=frame, search=search, box=clipped, crop=crop), searched
@@ -201,16 +321,15 @@ def locate_video(
     name: str,
     render_video: bool = True,
     progress: Progress | None = None,
-    fields: Mapping[str, str] = FIELD_NAMES,
     keep_frames_mb: float = KEEP_FRAMES_MB,
 ) -> LocatedVideo:
     """Search ``video`` for ``query``; write ``track.json``, ``scores.png`` and (``render_video``) ``track.mp4``
     into ``out_dir``, all or none of them.
 
     Args:
-        cfg, model, device: the trained model (``prvql.engine.trained_model.load_inference_model``).
+        cfg, model, device: the trained model (``prvql.infer.trained_model.load_inference_model``).
         video: the video file.
-        query: what to look for (checked here with :func:`make_query`, errors naming ``fields``).
+        query: what to look for (checked here with :func:`parse_query`).
         out_dir: the output folder.
         name: the video as the user knows it (``track.json``'s ``video`` field; its file name titles the plot).
         render_video: write ``track.mp4``.
@@ -224,7 +343,7 @@ def locate_video(
         raise ConfigError(f"inference.fps: must be > 0 (got {cfg.inference.fps})")
     with VideoReader(video) as reader:
         info = VideoInfo.of(reader, fps)
-        query, searched = make_query(info, query.frame, query.search, query.box, query.crop, fields)
+        query, searched = parse_query(info, query.frame, query.search, query.box, query.crop)
         if query.crop is not None:
             crop_frame, crop_box = read_image(query.crop, "query image"), None
             query_info: dict = {"image": query.crop.name}

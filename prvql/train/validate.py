@@ -20,23 +20,10 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from prvql.boxes import box_iou, sorted_corners
-from prvql.criterion import PRVQLCriterion
-from prvql.engine.distributed import all_gather_objects, all_reduce_sum
-
-
-def top_boxes(logits: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
-    """Best anchor per frame.
-
-    Args:
-        logits: [B, T, A]; boxes: [B, T, A, 4] normalised xyxy.
-
-    Returns:
-        (scores [B, T] = max logit, boxes [B, T, 4] of that anchor with sorted corners).
-    """
-    scores, index = logits.max(dim=-1)
-    best = boxes.gather(2, index[..., None, None].expand(*index.shape, 1, 4)).squeeze(2)
-    return scores, sorted_corners(best)
+from prvql.boxes import box_iou
+from prvql.distributed import all_gather_objects, all_reduce_sum
+from prvql.model.head import top_boxes
+from prvql.train.criterion import PRVQLCriterion
 
 
 def frame_stats(

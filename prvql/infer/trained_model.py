@@ -1,6 +1,6 @@
 """The trained model and device for the inference commands (``predict``, ``locate``, ``demo``).
 
-Weights files (``prvql.checkpoint.save_weights``) carry the trainable tensors and the resolved config, so
+Weights files (``prvql.weights_file.save_weights``) carry the trainable tensors and the resolved config, so
 ``--weights`` alone is enough; the shipped demo model is used when neither ``--config`` nor ``--weights`` is given.
 ``--weights`` also takes a self-contained file written by ``prvql convert`` and the authors' own VQLoC / PRVQL
 checkpoint files (any name not ending in ``.safetensors``), converted in memory
@@ -46,7 +46,7 @@ def load_inference_model(
 
     Args:
         config: config file, preset or :class:`Config`; ``None`` = the config stored in the weights file.
-        weights: ``prvql.checkpoint.save_weights`` file (the trainable parts, the backbone then coming from
+        weights: ``prvql.weights_file.save_weights`` file (the trainable parts, the backbone then coming from
             ``cfg.model.backbone.weights``; or a self-contained file), or an authors' ``.pth`` checkpoint.
             ``config`` and ``weights`` both None = the shipped demo model with its stored config
             (:func:`default_weights_path`).
@@ -56,11 +56,11 @@ def load_inference_model(
         ConfigError: a config without weights, or a bad override.
         CheckpointError: a missing or unfitting weights file.
     """
-    from prvql.checkpoint import load_weights, load_weights_config, weights_include_backbone
     from prvql.config import apply_overrides
     from prvql.model import build_prvql
     from prvql.model.backbone import build_backbone
     from prvql.model.released_weights import load_released
+    from prvql.weights_file import load_weights, load_weights_config, weights_include_backbone
 
     if config is None and weights is None:
         weights = default_weights_path()
@@ -102,8 +102,8 @@ def check_model_matches_weights(cfg: Config, weights: str | Path) -> None:
     Raises:
         ConfigError: naming the key, the trained value and the given one.
     """
-    from prvql.checkpoint import load_weights_config
     from prvql.config import config_to_dict
+    from prvql.weights_file import load_weights_config
 
     try:
         trained = config_to_dict(load_weights_config(weights).model)

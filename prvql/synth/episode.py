@@ -24,9 +24,9 @@ import numpy as np
 
 from prvql.atomic import atomic_write_text
 from prvql.data.annotations import load_annotations
-from prvql.data.extract import ExtractReport, clip_jobs, extract_clips
-from prvql.data.synth_scene import Scene, SynthOptions, make_scene, render, scene_time
+from prvql.data.extract import ExtractReport, extract_clips, extract_jobs
 from prvql.data.video import write_video
+from prvql.synth.scene import Scene, SynthOptions, make_scene, render, scene_time
 
 __all__ = [
     "Episode",
@@ -255,7 +255,7 @@ def write_synthetic_dataset(
     if clips_only:
         return ExtractReport(written=[clip["clip_uid"] for video in videos for clip in video["clips"]])
     sets = [load_annotations(out_dir / f"vq_{split}.json") for split in splits]
-    return extract_clips(clip_jobs(sets), out_dir / "videos", out_dir / "clips", workers=workers, progress=progress)
+    return extract_clips(extract_jobs(sets), out_dir / "videos", out_dir / "clips", workers=workers, progress=progress)
 
 
 @dataclass

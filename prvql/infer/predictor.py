@@ -18,7 +18,7 @@ and query crop alike; the mirrored view's boxes are mirrored back (``x -> 1 - x`
 score in a window is the mean of the two views' scores and its box is the box of the view that scored higher. The
 backbone then sees each frame twice (once per view), and the stages run on twice the windows.
 
-With ``verification`` (colour verification, not in the paper: :mod:`prvql.engine.verification`) the colours inside
+With ``verification`` (colour verification, not in the paper: :mod:`prvql.infer.verification`) the colours inside
 each window's best box are compared with the query's; a frame keeps the distance of the box it reports, and its
 final score combines the (reduced) model score with that distance. The model inputs of the buffered frames are
 then kept beside their features.
@@ -33,68 +33,24 @@ import contextlib
 import logging
 import math
 import time
-import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from prvql.atomic import atomic_path
 from prvql.boxes import denormalize_boxes, mirror_boxes, normalize_boxes
 from prvql.config import Config, VerificationConfig
 from prvql.data.transforms import prepare_frames
-from prvql.engine.validate import top_boxes
-from prvql.engine.verification import colour_descriptors, colour_distance, query_descriptors, verified_scores
 from prvql.errors import PRVQLError
+from prvql.infer.score_cache import FrameScores
+from prvql.infer.verification import colour_descriptors, colour_distance, query_descriptors, verified_scores
+from prvql.model.head import top_boxes
 
 logger = logging.getLogger(__name__)
 
 OVERLAP_REDUCTIONS = ("mean", "max")
-
-
-@dataclass
-class FrameScores:
-    """Per-frame result of one query over its searched frames ``0 .. N-1`` (model-fps frame indices).
-
-    Attributes:
-        scores: [N] float32, sigmoid of the best anchor's logit in each frame (with colour verification, the
-            verified score: :func:`prvql.engine.verification.verified_scores`).
-        boxes: [N, 4] float32, that anchor's box, xyxy pixels of the output frame (see :class:`ClipQuery`).
-        colour_distances: [N] float32 colour distance between each box and the query, or None (no verification).
-    """
-
-    scores: np.ndarray
-    boxes: np.ndarray
-    colour_distances: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-    def save(self, path: str | Path) -> None:
-        """Write an ``.npz`` file atomically."""
-        arrays = {"scores": self.scores.astype(np.float32), "boxes": self.boxes.astype(np.float32)}
-        if self.colour_distances is not None:
-            arrays["colour_distances"] = self.colour_distances.astype(np.float32)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    @classmethod
-    def load(cls, path: str | Path) -> FrameScores:
-        """Read a file written by :meth:`save`; a corrupt or inconsistent file raises :class:`PRVQLError`."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                scores, boxes = data["scores"], data["boxes"]
-                distances = data["colour_distances"] if "colour_distances" in data.files else None
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise PRVQLError(f"{path}: not a per-frame score file ({exc})") from exc
-        if scores.ndim != 1 or boxes.shape != (scores.shape[0], 4):
-            raise PRVQLError(f"{path}: scores {scores.shape} and boxes {boxes.shape} do not match")
-        if distances is not None and distances.shape != scores.shape:
-            raise PRVQLError(f"{path}: colour_distances {distances.shape} and scores {scores.shape} do not match")
-        return cls(scores=scores, boxes=boxes, colour_distances=distances)
 
 
 @dataclass

@@ -1,1 +1,0 @@
-"""Procedures around the model: training, validation, inference over clips, post-processing, predictions files."""
