@@ -8,20 +8,20 @@ setup:
 	@bash scripts/setup.sh
 
 test: setup
-	$(PY) -m ruff check prvql tests benchmarks scripts
-	$(PY) -m ruff format --check prvql tests benchmarks scripts
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m ruff check prvql tests benchmarks scripts experiments
+	$(PY) -m ruff format --check prvql tests benchmarks scripts experiments
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 demo: setup
 	$(PY) -m prvql demo --output demo_output
 
 lint: setup
-	$(PY) -m ruff check prvql tests benchmarks scripts
-	$(PY) -m ruff format --check prvql tests benchmarks scripts
+	$(PY) -m ruff check prvql tests benchmarks scripts experiments
+	$(PY) -m ruff format --check prvql tests benchmarks scripts experiments
 
 format: setup
-	$(PY) -m ruff format prvql tests benchmarks scripts
-	$(PY) -m ruff check --fix prvql tests benchmarks scripts
+	$(PY) -m ruff format prvql tests benchmarks scripts experiments
+	$(PY) -m ruff check --fix prvql tests benchmarks scripts experiments
 
 clean:
 	rm -rf .venv demo_output .pytest_cache .ruff_cache

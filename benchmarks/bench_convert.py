@@ -23,7 +23,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.released_tables import random_state, released_shapes  # noqa: E402
+from prvql.model.released_layout import random_state, released_shapes  # noqa: E402
 
 
 def main() -> None:

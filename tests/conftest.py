@@ -44,3 +44,16 @@ def tiny_weights(tiny_cfg: Config, tiny_model: torch.nn.Module, tmp_path: Path) 
     path = tmp_path / "tiny.safetensors"
     save_weights(tiny_model, path, tiny_cfg)
     return path
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four small synthetic clips in the official layout (three for training, one for validation), built once per
+    test process."""
+    from prvql.synth.episode import SynthOptions, write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    opts = SynthOptions(frame_width=160, frame_height=120, num_frames=40)
+    report = write_synthetic_dataset(root, 4, seed=0, opts=opts, progress=False)
+    assert not report.failed
+    return root

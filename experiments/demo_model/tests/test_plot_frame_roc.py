@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from prvql.infer.score_cache import FrameScores, ScoreCache
-from tests.test_verification import synthetic_annotations
+from tests.infer.test_verification import synthetic_annotations
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))

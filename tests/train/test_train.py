@@ -28,19 +28,7 @@ from prvql.train.schedule import build_optimizer, build_scheduler, warmup_linear
 from prvql.train.validate import frame_auroc, frame_stats
 from prvql.weights_file import load_weights, load_weights_config, save_weights, trainable_state_dict
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four small synthetic clips in the official layout (three for training, one for validation)."""
-    from prvql.synth.episode import SynthOptions, write_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("synth")
-    opts = SynthOptions(frame_width=160, frame_height=120, num_frames=40)
-    report = write_synthetic_dataset(root, 4, seed=0, opts=opts, progress=False)
-    assert not report.failed
-    return root
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _cfg(root: Path, *overrides: str) -> Config:
@@ -249,6 +237,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_run_on_cpu(synth_root: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [

@@ -21,8 +21,8 @@ from torchvision.ops import roi_align
 import prvql
 from prvql.cli import main
 from prvql.errors import CheckpointError
+from prvql.model.released_layout import TINY, random_state, released_shapes
 from prvql.model.released_weights import detect, load_released, read_released
-from tests.released_tables import TINY, random_state, released_shapes
 
 # (model, CAB layout, wrapped in a training checkpoint, "module." prefix): every layout and container variant
 CASES = [

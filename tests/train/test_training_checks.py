@@ -20,19 +20,6 @@ from prvql.train.logger import read_log
 from prvql.train.loop import fit
 
 
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four small synthetic clips in the official layout (three for training, one for validation)."""
-    from prvql.synth.episode import SynthOptions, write_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("synth")
-    report = write_synthetic_dataset(
-        root, 4, seed=0, opts=SynthOptions(frame_width=160, frame_height=120, num_frames=40), progress=False
-    )
-    assert not report.failed
-    return root
-
-
 def _cfg(root: Path, *overrides: str):
     return load_config("tiny", [f"data.root={root}", "data.num_workers=0", "model.num_stages=2", *overrides])
 

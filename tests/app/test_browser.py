@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a real browser and the shipped demo model
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 try:
     import uvicorn

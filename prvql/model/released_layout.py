@@ -1,7 +1,6 @@
-"""State dicts laid out as the authors' released VQLoC / PRVQL checkpoints, from the key and shape tables of
-``shared/docs/reference_checkpoints.md`` (no reference code): random values, any widths.
-
-Used by tests (tiny widths) and by ``benchmarks/bench_convert.py`` (full ViT-B size).
+"""State dicts laid out as the authors' released VQLoC / PRVQL checkpoints (the keys and shapes that
+:mod:`prvql.model.released_weights` maps): random values, any widths. The converter's tests use it at tiny widths and
+``benchmarks/bench_convert.py`` at full ViT-B size, so neither needs the authors' files.
 """
 
 from __future__ import annotations

@@ -286,6 +286,7 @@ def test_demo_after_visual_crop_skips_the_crop_sighting(
         assert report["stiou"] == 0.0
 
 
+@pytest.mark.slow
 def test_shipped_demo_model_loads() -> None:
     from prvql.infer.trained_model import load_inference_model
 
@@ -293,6 +294,7 @@ def test_shipped_demo_model_loads() -> None:
     assert cfg.model.backbone.name == "efficientnet_lite0" and not model.training
 
 
+@pytest.mark.slow
 def test_make_demo_runs_the_shipped_model_on_seed_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """What `make demo` runs: the shipped model on held-out episode 0 (the default is not picked by its result; the
     success rate over seeds 0-11 is measured by benchmarks/demo_heldout.py, docs/DEMO.md)."""

@@ -27,9 +27,9 @@ from prvql.infer.verification import (
     shrink_boxes,
     verified_scores,
 )
-from tests.test_inference import crop_query, random_frames
+from tests.infer.test_predictor import crop_query, random_frames
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def two_colour_image(size: int, left: tuple[float, float, float], right: tuple[float, float, float]) -> torch.Tensor:

@@ -13,16 +13,6 @@ from prvql.errors import CheckpointError
 from prvql.train.loop import fit
 
 
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from prvql.synth.episode import SynthOptions, write_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("synth")
-    opts = SynthOptions(frame_width=96, frame_height=72, num_frames=24)
-    assert not write_synthetic_dataset(root, 2, seed=0, opts=opts, progress=False, clips_only=True).failed
-    return root
-
-
 def _cfg(root: Path, *overrides: str) -> Config:
     return load_config(
         "tiny",
