@@ -1,7 +1,7 @@
 """Time and peak memory of ``prvql convert`` on full-size checkpoints laid out as the authors' (random values).
 
 Builds a PRVQL and a VQLoC checkpoint with the published ViT-B/14 sizes from the key/shape tables
-(``tests/released_tables.py``; PRVQL ~217 M tensors' values including the dead modules, as in the released file),
+(:mod:`prvql.model.released_layout`; PRVQL ~217 M tensors' values including the dead modules, as in the released file),
 then runs ``python -m prvql convert`` on each in a fresh process and prints its wall time and peak resident memory
 (targets: < 30 s, < 3 GB; printed, not asserted)::
 
@@ -20,10 +20,9 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from prvql.model.released_layout import random_state, released_shapes
 
-from prvql.model.released_layout import random_state, released_shapes  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout the child processes import prvql from
 
 
 def main() -> None:

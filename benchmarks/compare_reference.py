@@ -33,9 +33,6 @@ import torch
 import yaml
 from torch import nn
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
 STUBBED = ("cv2", "decord", "kornia", "wandb", "imageio", "torchkeras", "transformers", "easydict", "sklearn")
 
 

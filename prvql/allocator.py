@@ -4,7 +4,7 @@ By default glibc serves every allocation above a (dynamic) threshold with its ow
 so a CPU forward pass faults the pages of its large activation buffers in again on every call: millions of minor
 page faults per 30-frame window of a ViT-B/14 at 448 px. Raising the mmap and trim thresholds makes freed buffers
 stay in the heap and be reused. Cost: the process keeps its peak heap resident (it does not shrink after the
-largest call), and the heap fragments. Measured (``benchmarks/run_all.py --sections e2e``, benchmarks/README.md):
+largest call), and the heap fragments. Measured (``python -m benchmarks --sections e2e``, benchmarks/README.md):
 one paper-size window of ``prvql_vitb14`` on the 2-core CPU, 0.6 M instead of 6.1 M minor faults, 1.10-1.35x the
 frames/s, and about +1.0 GB peak RSS (4.0 GB instead of 3.0 GB).
 

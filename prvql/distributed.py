@@ -41,10 +41,10 @@ def init_distributed(device: str = "auto") -> DistInfo:
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
 
     Raises:
-        PRVQLError: ``"cuda"`` asked for on a machine without CUDA.
+        PRVQLError: (field ``"device"``) ``"cuda"`` asked for on a machine without CUDA.
     """
     if device == "cuda" and not torch.cuda.is_available():
-        raise PRVQLError("--device: cuda asked for but CUDA is not available")
+        raise PRVQLError("cuda asked for but CUDA is not available", field="device")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -12,7 +12,28 @@ def one_line(text: str, limit: int = 600) -> str:
 
 
 class PRVQLError(Exception):
-    """Base class for bad input: malformed files, missing fields, unreadable videos, bad configs."""
+    """Base class for bad input: malformed files, missing fields, unreadable videos, bad configs.
+
+    Args:
+        message: what is wrong, e.g. ``"runs/a: is a file, expected a folder"``.
+        field: the input at fault as the raising function names it (a parameter such as ``"device"`` or
+            ``"output"``), when the error is about one; ``str()`` is then ``"<field>: <message>"``. Library code
+            never names a command-line flag: a command maps ``field`` to its option (``FLAGS`` in its module,
+            applied by :func:`prvql.cli.main`).
+
+    Attributes:
+        field: as given (``None``: the message names its file or key itself).
+        detail: ``message``, without the field.
+    """
+
+    def __init__(self, message: str = "", *, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.detail = message
+
+    def named(self, name: str) -> str:
+        """The message with ``name`` (e.g. the command-line flag) in place of :attr:`field`."""
+        return f"{name}: {self.detail}" if self.field else str(self)
 
 
 class ConfigError(PRVQLError):

@@ -75,16 +75,16 @@ def os_error_message(exc: OSError, path: str | Path | None = None) -> str:
     return f"{target}: {reason}" if target is not None else reason
 
 
-def _nameable(path: Path, option: str) -> None:
+def _nameable(path: Path, field: str) -> None:
     """Refuse a path the operating system cannot name: a NUL byte, or a component longer than 255 bytes."""
     if "\x00" in str(path):
-        raise PRVQLError(f"{option}: {str(path)!r}: contains a NUL byte")
+        raise PRVQLError(f"{str(path)!r}: contains a NUL byte", field=field)
     for part in path.parts:
         if len(os.fsencode(part)) > 255:
-            raise PRVQLError(f"{option}: {path}: the name {part[:40]!r}... is longer than 255 bytes")
+            raise PRVQLError(f"{path}: the name {part[:40]!r}... is longer than 255 bytes", field=field)
 
 
-def _existing_ancestor(path: Path, option: str) -> Path:
+def _existing_ancestor(path: Path, field: str) -> Path:
     """The nearest existing ancestor of ``path``; it must be a writable folder."""
     parent = path.parent
     while not parent.exists():
@@ -92,67 +92,78 @@ def _existing_ancestor(path: Path, option: str) -> Path:
             break
         parent = parent.parent
     if parent.exists() and not parent.is_dir():
-        raise PRVQLError(f"{option}: {path}: cannot be created, {parent} is a file, not a folder")
+        raise PRVQLError(f"{path}: cannot be created, {parent} is a file, not a folder", field=field)
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise PRVQLError(f"{option}: {path}: cannot be written, permission denied on {parent}")
+        raise PRVQLError(f"{path}: cannot be written, permission denied on {parent}", field=field)
     return parent
 
 
-def check_output_file(path: str | Path, option: str) -> Path:
+def check_output_file(path: str | Path, field: str) -> Path:
     """Pre-flight check of an output file (nothing is created).
+
+    Args:
+        path: the file to be written.
+        field: the input that gave it, e.g. ``"output"`` (a library parameter) or ``"--output"`` (a command's flag):
+            the error's :attr:`~prvql.errors.PRVQLError.field`.
 
     Raises:
         PRVQLError: ``path`` is a folder, sits under a file, or its folder is not writable.
     """
     path = Path(path)
-    _nameable(path, option)
+    _nameable(path, field)
     if path.is_dir():
-        raise PRVQLError(f"{option}: {path}: is a folder, expected a file name")
+        raise PRVQLError(f"{path}: is a folder, expected a file name", field=field)
     if path.name in ("", ".", ".."):
-        raise PRVQLError(f"{option}: {path}: expected a file name")
+        raise PRVQLError(f"{path}: expected a file name", field=field)
     if path.exists() and not os.access(path, os.W_OK) and not os.access(path.parent, os.W_OK):
-        raise PRVQLError(f"{option}: {path}: cannot be written, permission denied")
-    _existing_ancestor(path, option)
+        raise PRVQLError(f"{path}: cannot be written, permission denied", field=field)
+    _existing_ancestor(path, field)
     return path
 
 
-def check_output_dir(path: str | Path, option: str) -> Path:
-    """Pre-flight check of an output folder (nothing is created).
+def check_output_dir(path: str | Path, field: str) -> Path:
+    """Pre-flight check of an output folder (nothing is created); ``field`` as in :func:`check_output_file`.
 
     Raises:
         PRVQLError: ``path`` is a file, sits under a file, or cannot be written.
     """
     path = Path(path)
-    _nameable(path, option)
+    _nameable(path, field)
     if path.exists():
         if not path.is_dir():
-            raise PRVQLError(f"{option}: {path}: is a file, expected a folder")
+            raise PRVQLError(f"{path}: is a file, expected a folder", field=field)
         if not os.access(path, os.W_OK | os.X_OK):
-            raise PRVQLError(f"{option}: {path}: cannot be written, permission denied")
+            raise PRVQLError(f"{path}: cannot be written, permission denied", field=field)
         return path
-    _existing_ancestor(path, option)
+    _existing_ancestor(path, field)
     return path
 
 
-def check_input_file(path: str | Path, what: str, error: type[PRVQLError] = PRVQLError) -> Path:
-    """``path`` if it is a readable file, else raise ``error`` saying it is missing, a folder or unreadable."""
+def check_input_file(
+    path: str | Path, what: str, error: type[PRVQLError] = PRVQLError, field: str | None = None
+) -> Path:
+    """``path`` if it is a readable file, else raise ``error`` (with ``field``, the input that gave the path, if
+    given) saying it is missing, a folder or unreadable."""
     path = Path(path)
     if "\x00" in str(path):
-        raise error(f"{str(path)!r}: {what} not found (the name contains a NUL byte)")
+        raise error(f"{str(path)!r}: {what} not found (the name contains a NUL byte)", field=field)
     if path.is_dir():
-        raise error(f"{path}: is a folder, expected {what}")
+        raise error(f"{path}: is a folder, expected {what}", field=field)
     if not path.exists():
-        raise error(f"{path}: {what} not found")
+        raise error(f"{path}: {what} not found", field=field)
     if not os.access(path, os.R_OK):
-        raise error(f"{path}: {what} cannot be read, permission denied")
+        raise error(f"{path}: {what} cannot be read, permission denied", field=field)
     return path
 
 
-def check_input_dir(path: str | Path, what: str, error: type[PRVQLError] = PRVQLError) -> Path:
-    """``path`` if it is a folder, else raise ``error`` saying it is missing or a file."""
+def check_input_dir(
+    path: str | Path, what: str, error: type[PRVQLError] = PRVQLError, field: str | None = None
+) -> Path:
+    """``path`` if it is a folder, else raise ``error`` (with ``field`` as in :func:`check_input_file`) saying it
+    is missing or a file."""
     path = Path(path)
     if not path.exists():
-        raise error(f"{path}: {what} not found")
+        raise error(f"{path}: {what} not found", field=field)
     if not path.is_dir():
-        raise error(f"{path}: is a file, expected {what}")
+        raise error(f"{path}: is a file, expected {what}", field=field)
     return path

@@ -1,4 +1,5 @@
-"""benchmarks/gpu_check.sh on the CPU in --quick mode: the plumbing runs and writes the JSON the GPU run fills."""
+"""benchmarks/gpu_check.sh (the accelerator sections of `python -m benchmarks`) on the CPU in --quick mode: the
+plumbing runs and writes the JSON the GPU run fills."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 
 
 def test_gpu_check_quick_on_cpu_writes_its_json(tmp_path: Path) -> None:

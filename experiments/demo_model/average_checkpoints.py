@@ -1,7 +1,7 @@
 """Average the weights of several checkpoints of one model into one weights file (checkpoint averaging).
 
-    python scripts/average_checkpoints.py /work/runs/demo-v6-snaps/ckpt_*.pt --output runs/averaged.safetensors \
-        --set inference.median_kernel=9
+    python -m experiments.demo_model.average_checkpoints runs/demo-v6-snaps/ckpt_*.pt \
+        --output runs/averaged.safetensors --set inference.median_kernel=9
 
 Each file is a ``checkpoint.pt`` that ``prvql train`` wrote (read with ``weights_only=True``) or a ``.safetensors``
 weights file (its metadata's iteration, 0 if it has none: e.g. a fine-tuning run's init file, to average a run

@@ -1,10 +1,10 @@
 """Compare the post-processing grids of several models: each grid's best point under one shared objective.
 
-``benchmarks/tune_postprocess.py --out`` scores each grid point relative to the best value *on that grid*, so the
-objectives of two grids do not compare. This reads several of its JSON files and rescores every row against the
+``tune_postprocess.py --out`` scores each grid point relative to the best value *on that grid*, so the objectives
+of two grids do not compare. This reads several of its JSON files and rescores every row against the
 best value over *all* of them (the same objective metrics), then prints each grid's best row::
 
-    python benchmarks/compare_grids.py shipped=runs/a/grid.json candidate=runs/b/grid.json
+    python -m experiments.demo_model.compare_grids shipped=runs/a/grid.json candidate=runs/b/grid.json
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 For the valid queries whose visual-crop frame comes before the query frame, counts the tracks of each predictions
 file (``prvql predict`` output) that cover the crop's frame and those that meet the response track in time::
 
-    python benchmarks/crop_sightings.py --annotations vq_val.json runs/a/predictions.json runs/b/predictions.json
+    python -m experiments.demo_model.crop_sightings --annotations vq_val.json \
+        runs/a/predictions.json runs/b/predictions.json
 """
 
 from __future__ import annotations

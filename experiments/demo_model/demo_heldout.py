@@ -11,13 +11,13 @@ Runs, for one weights file:
    AUROC = Mann-Whitney U / (n_pos n_neg) (scipy);
 4. ``prvql demo --seed N --no-video`` for seeds 0-11 (the demo's episodes; the default seed is one of them).
 
-Writes ``OUT/summary.json`` and ``OUT/summary.md`` (a markdown table for docs/DEMO.md), and prints the table.
+Writes ``OUT/summary.json`` and ``OUT/summary.md`` (a markdown table for RUN_LOG.md), and prints the table.
 ``--checkpoint RUN/checkpoint.pt`` evaluates a running training job's latest state (exported to
 ``OUT/weights.safetensors`` first). ``--set KEY=VALUE`` (e.g. the post-processing chosen on a validation split by
-benchmarks/tune_postprocess.py) is written into the config of ``OUT/weights.safetensors``, which is then the file
+``tune_postprocess.py``) is written into the config of ``OUT/weights.safetensors``, which is then the file
 evaluated everywhere, demo seeds included: the file to ship is the file measured.
 
-    python benchmarks/demo_heldout.py --weights prvql/weights/demo.safetensors \
+    python -m experiments.demo_model.demo_heldout --weights prvql/weights/demo.safetensors \
         --annotations /work/runs/synth-v2/heldout/vq_val.json --clips /work/runs/synth-v2/heldout/clips \
         --train-annotations /work/runs/synth-v2/train/vq_train.json --out runs/heldout_shipped
 """
@@ -37,7 +37,7 @@ from prvql.data.annotations import load_annotations, load_synthetic_occurrences
 from prvql.errors import PRVQLError
 from prvql.infer.score_cache import ScoreCache
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 METRICS = ("tAP25", "stAP25", "success", "recovery", "tAP", "stAP")
 
 
@@ -197,7 +197,7 @@ def main() -> None:
     if args.checkpoint is not None:
         args.weights = str(export_checkpoint(args.checkpoint, args.out, args.set))
     elif args.set:
-        shipped = Path(args.weights) if args.weights else HERE.parent / "prvql" / "weights" / "demo.safetensors"
+        shipped = Path(args.weights) if args.weights else ROOT / "prvql" / "weights" / "demo.safetensors"
         args.weights = str(rewrite_weights(shipped, args.out, args.set))
     predictions = args.out / "predictions.json"
     weights = ["--weights", args.weights] if args.weights else []
@@ -205,7 +205,7 @@ def main() -> None:
     _prvql(*predict, "--output", str(predictions), "--device", "cpu", *(["--resume"] if args.resume else []))
     baseline = args.out / "baseline.json"
     subprocess.run(
-        [sys.executable, str(HERE / "no_skill_baseline.py"), "--train", str(args.train_annotations)]
+        [sys.executable, str(ROOT / "benchmarks" / "no_skill_baseline.py"), "--train", str(args.train_annotations)]
         + ["--annotations", str(args.annotations), "--output", str(baseline)],
         check=True,
     )

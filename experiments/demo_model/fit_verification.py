@@ -10,9 +10,10 @@ First score the episodes with verification on and its default, identity coeffici
 colour_weight 0, bias 0: the cache then holds the model's own scores and each box's colour distance), then fit::
 
     prvql predict --weights W --annotations A --clips C --output OUT/p.json --set inference.verification.enabled=true
-    python scripts/fit_verification.py --annotations A --cache OUT/p.json.cache
+    python -m experiments.demo_model.fit_verification --annotations A --cache OUT/p.json.cache
 
-It prints the ``--set`` overrides to write into a weights file with ``scripts/average_checkpoints.py W --set ...``.
+It prints the ``--set`` overrides to write into a weights file with
+``python -m experiments.demo_model.average_checkpoints W --set ...``.
 The fit is a three-parameter logistic regression solved by ``torch.optim.LBFGS`` on the exact log-loss (torch is
 already a dependency; scikit-learn is not).
 """

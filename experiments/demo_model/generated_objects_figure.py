@@ -1,6 +1,6 @@
 """Draw the figure of procedurally generated training objects shown in docs/DATA.md.
 
-    .venv/bin/python scripts/generated_objects_figure.py [--count 24] [--columns 8]
+    python -m experiments.demo_model.generated_objects_figure [--count 24] [--columns 8]
 
 Writes docs/images/generated_objects.png: the objects of seeds 0..count-1 (prvql/synth/generated.py), as
 `prvql synth --generated-objects` draws them, on a white grid.
@@ -16,7 +16,7 @@ from PIL import Image
 from prvql.synth.generated import SIDE_RANGE, generated_picture
 from prvql.synth.imagery import load_picture
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 GAP = 8  # pixels between cells
 
 

@@ -1,11 +1,11 @@
 """Plot per-frame ROC curves of score caches against ``synthetic_occurrences`` (pooled over all queries).
 
-    python benchmarks/plot_frame_roc.py --annotations HELDOUT/vq_val.json \\
+    python -m experiments.demo_model.plot_frame_roc --annotations HELDOUT/vq_val.json \\
         --cache "before=runs/a/predictions.json.cache" --cache "after=runs/b/predictions.json.cache" \\
-        --out docs/images/demo_frame_roc.png
+        --out experiments/demo_model/figures/demo_frame_roc.png
 
-A frame is positive when the target is visible in it (as in benchmarks/demo_heldout.py, whose AUROCs the legend
-repeats: pooled / mean per query). The ROC points are the (false, true) positive rates at every distinct score,
+A frame is positive when the target is visible in it (as in ``demo_heldout.py``, whose AUROCs the legend repeats:
+pooled / mean per query). The ROC points are the (false, true) positive rates at every distinct score,
 computed with numpy (scikit-learn's ``roc_curve`` does the same; it is not a dependency).
 """
 
@@ -20,8 +20,8 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from demo_heldout import auroc, frame_curves  # noqa: E402
 
+from experiments.demo_model.demo_heldout import auroc, frame_curves  # noqa: E402
 from prvql.atomic import atomic_path  # noqa: E402
 from prvql.errors import PRVQLError  # noqa: E402
 from prvql.infer.score_cache import ScoreCache  # noqa: E402

@@ -1,6 +1,6 @@
 """Plot the curves of a training run from its ``log.jsonl``: training loss terms and validation metrics.
 
-    python benchmarks/plot_training.py RUN_DIR [--out docs/images/training_curves.png]
+    python -m experiments.demo_model.plot_training RUN_DIR [--out docs/images/training_curves.png]
 
 Left: the total training loss and the last stage's weighted terms (log scale). Right: validation frame-level
 occurrence accuracy (with the majority-class chance level), AUROC and top-box IoU.

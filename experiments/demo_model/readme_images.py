@@ -1,6 +1,6 @@
 """Regenerate the README's demo figures: run `prvql demo`, copy its score plot and one frame of its video.
 
-    .venv/bin/python scripts/readme_images.py [--seed 0]
+    python -m experiments.demo_model.readme_images [--seed 0]
 
 Writes docs/images/demo_scores.png and docs/images/demo_frame.png (the frame at the predicted peak).
 """
@@ -19,7 +19,7 @@ from PIL import Image
 
 from prvql.data.video import VideoReader
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 
 
 def main() -> None:

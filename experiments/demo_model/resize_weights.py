@@ -1,7 +1,7 @@
 """Start a model of another shape (input size, fine-tuned backbone stages) from trained weights: an init file.
 
-    python scripts/resize_weights.py --weights prvql/weights/demo.safetensors --set model.input_size=224 \
-        --output runs/init224.safetensors
+    python -m experiments.demo_model.resize_weights --weights prvql/weights/demo.safetensors \
+        --set model.input_size=224 --output runs/init224.safetensors
 
 The new model is built from the weights file's config with the overrides. Every trainable tensor whose shape still
 fits is copied; the temporal blocks' position embeddings ([1, T*h*w, C], (t, h, w) order) are resized per frame

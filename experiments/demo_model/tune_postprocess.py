@@ -11,7 +11,8 @@ changes only the AP metrics (tAP, stAP: it ranks the tracks); ``constant`` is wh
 uses, ``peak`` (the smoothed score at the chosen peak) lets a confident track rank above a doubtful one.
 
     prvql predict --weights W --annotations val.json --clips clips --output runs/val.json
-    python benchmarks/tune_postprocess.py --annotations val.json --cache runs/val.json.cache --out runs/tune.json
+    python -m experiments.demo_model.tune_postprocess --annotations val.json --cache runs/val.json.cache \
+        --out runs/tune.json
 """
 
 from __future__ import annotations

@@ -16,10 +16,12 @@ import logging
 import os
 import socket
 
-from prvql.commands.options import add_device_option, add_model_options, add_override_option, check_range
+from prvql.commands.options import MODEL_FLAGS, add_device_option, add_model_options, add_override_option, check_range
 from prvql.errors import PRVQLError
 
 DEFAULT_PORT = 7860
+
+FLAGS = MODEL_FLAGS  # library error field -> the option that gave it (prvql.cli prints the option)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,10 +18,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from prvql.commands.options import add_output_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, help="the authors' .pth / .pth.tar file")
-    parser.add_argument("--output", required=True, type=Path, help="the .safetensors file to write")
+    add_output_option(parser, "the .safetensors file to write")
     parser.add_argument("--config", help="preset or config file to start from (default: the detected preset)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. inference.bf16=true")
 

@@ -20,8 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from prvql.commands.options import add_device_option, add_model_options, add_override_option
+from prvql.commands.options import (
+    MODEL_FLAGS,
+    add_device_option,
+    add_model_options,
+    add_output_option,
+    add_override_option,
+)
 from prvql.errors import PRVQLError
+
+# library error field (QueryError.field among them) -> the option that gave it (prvql.cli prints the option)
+FLAGS = {**MODEL_FLAGS, "output": "--output", "frame": "--query-frame", "box": "--query-box"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     query.add_argument("--query-frame", type=int, help="source-video frame index holding the query box")
     parser.add_argument("--query-box", help="x,y,w,h of the object on --query-frame, in pixels of the video")
     add_model_options(parser)
-    parser.add_argument("--output", required=True, type=Path, help="output folder")
+    add_output_option(parser, "output folder")
     add_device_option(parser)
     add_override_option(parser, "inference.peak_ratio=0.8")
     parser.add_argument("--no-video", action="store_true", help="skip track.mp4")
@@ -56,13 +65,10 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return x1, y1, x2, y2
 
 
-CLI_FLAGS = {"frame": "--query-frame", "box": "--query-box"}  # QueryError.field -> the flag that gave it
-
-
 def run(args: argparse.Namespace) -> int:
     from prvql.data.images import read_image
     from prvql.data.video import VideoReader
-    from prvql.infer.locate import Query, QueryError, locate_video
+    from prvql.infer.locate import Query, locate_video
     from prvql.infer.trained_model import load_inference_model, resolve_device
     from prvql.paths import check_output_dir
 
@@ -79,12 +85,9 @@ def run(args: argparse.Namespace) -> int:
         query = Query(frame=args.query_frame, search="before", box=box)
     device = resolve_device(args.device)
     cfg, model = load_inference_model(args.config, args.weights, args.overrides)
-    try:
-        found = locate_video(
-            cfg, model, device, args.video, query, args.output, name=str(args.video), render_video=not args.no_video
-        )
-    except QueryError as exc:
-        raise PRVQLError(f"{CLI_FLAGS.get(exc.field, exc.field)}: {exc.detail}") from None
+    found = locate_video(
+        cfg, model, device, args.video, query, args.output, name=str(args.video), render_video=not args.no_video
+    )
     if len(found.result.track):
         first, last = found.result.track.extent
         sources, fps = found.info.sources, found.info.fps

@@ -1,13 +1,56 @@
-"""Command-line options that several commands share: the trained model, the device and config overrides.
+"""Command-line options that several commands share: the output, the trained model, the device, config overrides.
 
 Not a command itself (``prvql.cli.COMMANDS`` does not list it). Each ``add_*`` function adds its options to a
-command's parser with the same names, meaning and help text everywhere.
+command's parser with the same names, meaning and help text everywhere. :data:`MODEL_FLAGS` maps the fields the
+library's errors name (:class:`prvql.errors.PRVQLError`) to these options, for the commands' ``FLAGS``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Any
+
+# library error field -> the option of add_model_options / add_device_option / add_process_device_option
+MODEL_FLAGS = {"config": "--config", "weights": "--weights", "device": "--device"}
+
+
+class _DeprecatedSpelling(argparse.Action):
+    """An old spelling of an option: stores the value as the new one does and warns, one line on stderr."""
+
+    def __init__(self, option_strings: list[str], dest: str, replacement: str, **kwargs: Any) -> None:
+        self.replacement = replacement
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"prvql: warning: {option_string} is deprecated, use {self.replacement}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_output_option(parser: argparse.ArgumentParser, help: str, deprecated: str | None = None, **kwargs: Any) -> None:
+    """The required ``--output`` (``args.output``, a :class:`Path`) every writing command takes.
+
+    Args:
+        parser: the command's parser.
+        help: its help text.
+        deprecated: an old spelling still accepted, with a warning (e.g. ``"--out"``); hidden from the help.
+        kwargs: more ``add_argument`` settings, e.g. ``metavar``.
+    """
+    if deprecated is None:
+        parser.add_argument("--output", required=True, type=Path, help=help, **kwargs)
+        return
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--output", type=Path, help=help, **kwargs)
+    group.add_argument(
+        deprecated, dest="output", type=Path, action=_DeprecatedSpelling, replacement="--output", help=argparse.SUPPRESS
+    )
 
 
 def check_range(option: str, value: float | None, least: float, most: float, shown: str | None = None) -> None:

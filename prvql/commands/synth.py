@@ -1,12 +1,14 @@
 """Generate a synthetic VQ2D dataset in the official Ego4D layout (videos, 5 fps clips, vq_train/vq_val.json).
 
-Example: ``prvql synth --out data/synth --clips 40 --seed 0 --split-imagery``. The output directory can be used
-as ``data.root`` for training and evaluation.
+Example: ``prvql synth --output data/synth --clips 40 --seed 0 --split-imagery``. The output directory can be used
+as ``data.root`` for training and evaluation. (``--out`` is the deprecated spelling of ``--output``.)
 """
 
 from __future__ import annotations
 
 import argparse
+
+from prvql.commands.options import add_output_option
 
 MAX_CLIPS = 100_000
 MAX_FRAMES = 10_000  # per clip (33 minutes at 5 fps)
@@ -16,7 +18,7 @@ MAX_WORKERS = 256
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output directory")
+    add_output_option(parser, "output directory", deprecated="--out")
     parser.add_argument("--clips", type=int, default=8, help="number of clips in total (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the output is deterministic by seed")
     parser.add_argument("--frames", type=int, default=120, help="5 fps frames per clip (default 120)")
@@ -54,11 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def run(args: argparse.Namespace) -> int:
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse values that make no sense before anything is written.
+
+    Raises:
+        PRVQLError: naming the option and the value.
+    """
     from prvql.commands.options import check_range
     from prvql.errors import PRVQLError
-    from prvql.paths import check_output_dir
-    from prvql.synth.episode import SynthOptions, write_synthetic_dataset
 
     for option, value, least, most in (
         ("--clips", args.clips, 1, MAX_CLIPS),
@@ -77,7 +82,14 @@ def run(args: argparse.Namespace) -> int:
     check_range("--val-fraction", args.val_fraction, 0, 1)
     check_range("--fresh-patches", args.fresh_patches, 0, 1)
     check_range("--generated-objects", args.generated_objects, 0, 1)
-    check_output_dir(args.out, "--out")
+
+
+def run(args: argparse.Namespace) -> int:
+    from prvql.paths import check_output_dir
+    from prvql.synth.episode import SynthOptions, write_synthetic_dataset
+
+    check_arguments(args)
+    check_output_dir(args.output, "--output")
     opts = SynthOptions(
         frame_width=args.width,
         frame_height=args.height,
@@ -90,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         generated_objects=args.generated_objects,
     )
     report = write_synthetic_dataset(
-        args.out,
+        args.output,
         args.clips,
         seed=args.seed,
         opts=opts,
@@ -99,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         clips_only=args.clips_only,
     )
-    print(f"{args.out}: {len(report.written) + len(report.skipped)} clips, {len(report.failed)} failed")
+    print(f"{args.output}: {len(report.written) + len(report.skipped)} clips, {len(report.failed)} failed")
     for clip_uid, reason in report.failed.items():
         print(f"  {clip_uid}: {reason}")
     return 1 if report.failed else 0

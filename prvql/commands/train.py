@@ -16,13 +16,16 @@ import argparse
 import json
 import os
 
-from prvql.commands.options import add_process_device_option
+from prvql.commands.options import add_output_option, add_process_device_option
+
+# library error field -> the option that gave it (prvql.cli prints the option)
+FLAGS = {"device": "--device", "run_dir": "--output"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file or preset name (default with --resume: RUN_DIR/config.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. train.lr=3e-4")
-    parser.add_argument("--output", required=True, metavar="RUN_DIR", help="run folder")
+    add_output_option(parser, "run folder", metavar="RUN_DIR")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     add_process_device_option(parser)
 

@@ -1,4 +1,5 @@
-"""Ego4D VQ2D data: annotations, exact video reading, model-input transforms, training windows, synthetic episodes.
+"""Ego4D VQ2D data: annotations, exact video reading, model-input transforms, training windows, datasets, clip
+extraction. (The synthetic episode generator is :mod:`prvql.synth`.)
 
 The names below are imported lazily, so that ``prvql synth`` and ``prvql data`` (which need no torch) start fast.
 """

@@ -429,7 +429,7 @@ def load_annotations(path: str | Path) -> AnnotationSet:
 def load_synthetic_occurrences(path: str | Path) -> dict[str, frozenset[int]]:
     """Query key -> every clip frame where the target is visible, for the valid query sets of a ``prvql synth``
     annotation file that list them (``synthetic_occurrences``: not an official field). The labels of per-frame
-    measures (benchmarks/demo_heldout.py) and of ``scripts/fit_verification.py``.
+    measures (experiments/demo_model/demo_heldout.py) and of ``experiments/demo_model/fit_verification.py``.
 
     Raises:
         AnnotationError: unreadable JSON, or an occurrence list that is not a list of frame numbers >= 0.

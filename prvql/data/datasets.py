@@ -18,7 +18,7 @@ from prvql.data.augment import QueryAugment, WindowAugment, recolour_box
 from prvql.data.batch import Sample
 from prvql.data.frames import FrameSource
 from prvql.data.transforms import normalize_image, pad_resize, query_image
-from prvql.data.windows import WindowSampler, build_sampler, positive_frames
+from prvql.data.windows import WindowSampler, build_window_sampler, positive_frames
 from prvql.errors import VideoError
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def build_train_dataset(cfg: Config, split: str = "train") -> VQ2DTrainDataset:
             records = load_egotracks(_resolve(root, data.egotracks_annotations))
         else:
             records = load_annotations(_resolve(root, data.train_annotations)).valid_records()
-        sampler = build_sampler(data.sampler)
+        sampler = build_window_sampler(data.sampler)
         augment = (
             WindowAugment(cfg.model.input_size, data.color_jitter, data.flip_prob, data.crop_scale, data.crop_ratio)
             if data.augment
@@ -186,7 +186,7 @@ def build_train_dataset(cfg: Config, split: str = "train") -> VQ2DTrainDataset:
         )
     elif split == "val":
         records = load_annotations(_resolve(root, data.val_annotations)).valid_records()
-        sampler, augment, query_augment = build_sampler("balance"), None, None
+        sampler, augment, query_augment = build_window_sampler("balance"), None, None
     else:
         raise ValueError(f"unknown split {split!r} (train or val)")
     frames_dir = _resolve(root, data.frames_dir) if data.frames_dir else None

@@ -8,17 +8,17 @@ official ``convert_videos_to_clips.py``, so annotation frame numbers index the w
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
-from prvql.data.annotations import CANONICAL_FPS, AnnotationSet, ClipEntry
+from prvql.data.annotations import CANONICAL_FPS, AnnotationSet, ClipEntry, load_annotations
 from prvql.data.video import VideoReader, write_video
 from prvql.errors import AnnotationError, PRVQLError, VideoError
-from prvql.paths import file_in
+from prvql.paths import check_input_dir, check_output_dir, file_in
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,11 @@ class ExtractReport:
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already present and valid
     failed: dict[str, str] = field(default_factory=dict)  # clip_uid -> reason
+
+    @property
+    def clips(self) -> int:
+        """Clips handled: written, skipped and failed."""
+        return len(self.written) + len(self.skipped) + len(self.failed)
 
 
 def _max_frame(clip: ClipEntry) -> int:
@@ -157,7 +162,7 @@ def _run_job(args: tuple[ExtractJob, Path, Path, int | None]) -> tuple[str, str,
     out_path = file_in(out_dir, job.clip_uid, ".mp4")
     video_path = file_in(videos_dir, job.video_uid, ".mp4")
     if out_path.resolve() == video_path.resolve():
-        return job.clip_uid, "failed", f"{out_path}: is the source video itself; give another --out"
+        return job.clip_uid, "failed", f"{out_path}: is the source video itself; give another output folder"
     if out_path.exists() and not validate_clip(out_path, job):
         return job.clip_uid, "skipped", ""
     try:
@@ -208,3 +213,37 @@ def _record(report: ExtractReport, result: tuple[str, str, str]) -> None:
     else:
         report.failed[clip_uid] = reason
         log.warning("clip %s: %s", clip_uid, reason)
+
+
+def extract_annotated_clips(
+    annotation_files: Sequence[str | Path],
+    videos_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    downscale_height: int | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> ExtractReport:
+    """Cut every clip the annotation files name out of its canonical video (:func:`extract_clips`).
+
+    Every input is checked before anything is written.
+
+    Args:
+        annotation_files: official VQ2D JSON files (any split).
+        videos_dir: folder of canonical ``<video_uid>.mp4``.
+        output_dir: the clips' folder (created); must not be ``videos_dir``.
+        downscale_height: resize the clips to this height in pixels; ``None`` keeps the videos' size.
+        workers: parallel processes.
+        progress: show a progress bar.
+
+    Raises:
+        PRVQLError: one line naming the file or the field (``"output_dir"``, ``"videos_dir"``) at fault.
+    """
+    check_output_dir(output_dir, "output_dir")
+    sets = [load_annotations(path) for path in annotation_files]
+    check_input_dir(videos_dir, "folder of <video_uid>.mp4", field="videos_dir")
+    if Path(output_dir).resolve() == Path(videos_dir).resolve():
+        raise PRVQLError(
+            "must differ from the videos' folder (a clip could overwrite a video of the same name)", field="output_dir"
+        )
+    return extract_clips(extract_jobs(sets), videos_dir, output_dir, downscale_height, workers, progress)

@@ -22,10 +22,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from prvql.atomic import atomic_path, atomic_write_json
-from prvql.data.annotations import QueryRecord
+from prvql.data.annotations import QueryRecord, load_annotations
 from prvql.data.video import VideoReader
 from prvql.errors import PRVQLError
-from prvql.paths import file_in
+from prvql.paths import check_input_dir, check_output_dir, file_in
 
 log = logging.getLogger(__name__)
 
@@ -195,3 +195,43 @@ def cache_frames(
             report.written += written
     bar.close()
     return report
+
+
+def cache_annotated_frames(
+    annotation_files: Sequence[str | Path],
+    clips_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    window: int,
+    short_side: int | None = None,
+    quality: int = 90,
+    workers: int = 1,
+    progress: bool = True,
+) -> CacheReport:
+    """Cache the frames training reads for every valid query set of the annotation files (:func:`cache_frames`).
+
+    Every input is checked before anything is written.
+
+    Args:
+        annotation_files: VQ2D (or EgoTracks) JSON files.
+        clips_dir: folder of ``<clip_uid>.mp4``.
+        output_dir: ``FRAMES_DIR`` (created).
+        window, short_side, quality, workers, progress: as in :func:`cache_frames`.
+
+    Raises:
+        PRVQLError: one line naming the file or the field (``"output_dir"``, ``"clips_dir"``) at fault.
+    """
+    check_output_dir(output_dir, "output_dir")
+    sets = [load_annotations(path) for path in annotation_files]
+    check_input_dir(clips_dir, "folder of <clip_uid>.mp4", field="clips_dir")
+    records = [r for s in sets for r in s.valid_records()]
+    return cache_frames(
+        records,
+        clips_dir,
+        output_dir,
+        window=window,
+        short_side=short_side,
+        quality=quality,
+        workers=workers,
+        progress=progress,
+    )

@@ -1,8 +1,8 @@
 """Which T frames of a clip make one training window.
 
-- :class:`BalanceSampler` (VQLoC's VQ2D sampler): a response track no longer than the window lies entirely inside
+- :class:`BalanceWindowSampler` (VQLoC's VQ2D sampler): a response track no longer than the window lies entirely inside
   it, with a random number of frames before it; a longer track contains the window.
-- :class:`RandomSampler` (VQLoC's EgoTracks sampler, without its off-by-one): a window around one random positive
+- :class:`RandomWindowSampler` (VQLoC's EgoTracks sampler, without its off-by-one): a window around one random positive
   frame (from ``lt_track`` when the record has one, else from the response track), so it always holds a positive.
 
 Frame indices past the end of the clip are clamped to its last frame (the frame repeats).
@@ -35,7 +35,7 @@ def _window(start: int, clip_frames: int, window: int) -> np.ndarray:
     return np.minimum(np.arange(start, start + window), clip_frames - 1).astype(np.int64)
 
 
-class BalanceSampler:
+class BalanceWindowSampler:
     """Cover the response track: all of it when it fits, else a window fully inside it."""
 
     def __call__(self, record: QueryRecord, clip_frames: int, window: int, rng: np.random.Generator) -> np.ndarray:
@@ -51,7 +51,7 @@ class BalanceSampler:
         return _window(int(rng.integers(low, high + 1)), clip_frames, window)
 
 
-class RandomSampler:
+class RandomWindowSampler:
     """A window holding one positive frame chosen uniformly, at a uniform offset inside the window."""
 
     def __call__(self, record: QueryRecord, clip_frames: int, window: int, rng: np.random.Generator) -> np.ndarray:
@@ -64,10 +64,10 @@ class RandomSampler:
         return _window(start, clip_frames, window)
 
 
-SAMPLERS: dict[str, type] = {"balance": BalanceSampler, "random": RandomSampler}
+SAMPLERS: dict[str, type] = {"balance": BalanceWindowSampler, "random": RandomWindowSampler}
 
 
-def build_sampler(name: str) -> WindowSampler:
+def build_window_sampler(name: str) -> WindowSampler:
     """``"balance"`` or ``"random"``."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r} (known: {', '.join(SAMPLERS)})")

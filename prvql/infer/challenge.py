@@ -8,29 +8,40 @@ recomputing, and several processes can share the work: rank ``r`` of ``world`` t
 
 A clip that is missing or cannot be decoded is logged and skipped: its queries get no cache entry and come out
 empty. Query sets flagged invalid and clips without a ``clip_uid`` come out empty too.
+
+:func:`predict_annotation_file` does all of it, under ``torchrun`` or in one process: what ``prvql predict`` runs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from prvql.atomic import atomic_write_json
 from prvql.boxes import rescale_boxes
-from prvql.data.annotations import AnnotationSet, QueryRecord
+from prvql.config import Config, config_to_dict
+from prvql.data.annotations import AnnotationSet, QueryRecord, load_annotations
 from prvql.data.transforms import prepare_query
 from prvql.data.video import VideoReader
-from prvql.errors import VideoError
-from prvql.infer.postprocess import PostProcessor
-from prvql.infer.predictor import ClipQuery, Predictor
+from prvql.distributed import barrier, init_distributed, shutdown
+from prvql.errors import PRVQLError, VideoError
+from prvql.infer.postprocess import PostProcessor, build_postprocessor
+from prvql.infer.predictions import write_predictions
+from prvql.infer.predictor import ClipQuery, Predictor, build_predictor
 from prvql.infer.score_cache import ScoreCache
+from prvql.infer.trained_model import default_weights_path, load_inference_model
 from prvql.metrics.structures import ResponseTrack
-from prvql.paths import file_in
+from prvql.paths import check_input_dir, check_output_dir, check_output_file, file_in
 
 logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 5.0  # how often rank 0 looks for the other ranks' done markers
 
 
 @dataclass
@@ -143,3 +154,118 @@ def tracks_from_cache(
                 else ResponseTrack.empty()
             )
     return tracks
+
+
+@dataclass(frozen=True)
+class PredictionRun:
+    """What :func:`predict_annotation_file` wrote (on rank 0).
+
+    Attributes:
+        output: the challenge predictions JSON.
+        predicted: query sets with a cached result (a response track, maybe empty).
+        valid: valid query sets in the annotation file.
+        failed_clips: uids of the clips missing or unreadable on any rank (their queries are empty).
+    """
+
+    output: Path
+    predicted: int
+    valid: int
+    failed_clips: list[str]
+
+
+def predict_annotation_file(
+    annotations: str | Path,
+    clips_dir: str | Path,
+    output: str | Path,
+    *,
+    config: str | Path | Config | None = None,
+    weights: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    cache_dir: str | Path | None = None,
+    resume: bool = False,
+    max_clips: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> PredictionRun | None:
+    """Search every valid query set of ``annotations`` in its clip and write the challenge predictions file.
+
+    Every input is checked before any work or write. Under ``torchrun``, rank ``r`` of ``world`` searches the
+    clips ``i`` with ``i % world == r`` (of the first ``max_clips``); each rank marks its end with
+    ``CACHE/done.<rank>.json`` and rank 0, once every rank is done, turns the cached curves into tracks and writes
+    ``output``.
+
+    Args:
+        annotations: Ego4D VQ2D annotation file.
+        clips_dir: folder of ``<clip_uid>.mp4`` (5 fps clips).
+        output: the predictions JSON to write.
+        config, weights, overrides: the model (:func:`prvql.infer.trained_model.load_inference_model`).
+        cache_dir: per-query score folder; ``None`` = ``<output>.cache``.
+        resume: keep the cached results (and search only the queries without one); else the cache is cleared.
+        max_clips: search only the first N clips with a valid query set (file order); the others come out empty.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (:func:`prvql.distributed.init_distributed`).
+        progress: show a progress bar per rank (when the output is a terminal).
+
+    Returns:
+        What was written, on rank 0; ``None`` on the other ranks.
+
+    Raises:
+        PRVQLError: one line naming the file or the field (``"output"``, ``"max_clips"``, ``"cache_dir"``,
+            ``"clips_dir"``, ``"weights"``, ``"device"``) at fault.
+    """
+    from tqdm import tqdm
+
+    output = check_output_file(output, "output")
+    if max_clips is not None and max_clips < 1:
+        raise PRVQLError(f"must be >= 1 (got {max_clips})", field="max_clips")
+    cache = ScoreCache(cache_dir if cache_dir is not None else output.with_name(output.name + ".cache"))
+    check_output_dir(cache.root, "cache_dir")
+    annotation_set = load_annotations(annotations)
+    check_input_dir(clips_dir, "folder of <clip_uid>.mp4", field="clips_dir")
+    cfg, model = load_inference_model(config, weights, overrides)
+    postprocess = build_postprocessor(cfg.inference)
+    info = init_distributed(device)
+    try:
+        if info.is_main:
+            _prepare_cache(cache, annotation_set, cfg, weights, resume)
+        barrier()
+        jobs = search_jobs(annotation_set)[:max_clips][info.rank :: info.world_size]
+        predictor = build_predictor(cfg, model, info.device)
+
+        def bar(items: Sequence[SearchJob]) -> Sequence[SearchJob]:
+            desc, hide = f"predict rank {info.rank}", None if progress else True
+            return tqdm(items, desc=desc, unit="clip", position=info.rank, disable=hide)
+
+        failed = predict_search_jobs(predictor, jobs, clips_dir, cache, resume=resume, progress=bar)
+        atomic_write_json(cache.root / f"done.{info.rank}.json", {"failed_clips": failed})
+        if not info.is_main:
+            return None
+        failed = _wait_for_ranks(cache.root, info.world_size)
+    finally:
+        shutdown()
+    tracks = tracks_from_cache(annotation_set, cache, postprocess)
+    write_predictions(output, annotation_set, tracks)
+    valid = sum(r.is_valid for r in annotation_set.records())
+    return PredictionRun(output, len(tracks), valid, failed)
+
+
+def _prepare_cache(
+    cache: ScoreCache, annotations: AnnotationSet, cfg: Config, weights: str | Path | None, resume: bool
+) -> None:
+    """Rank 0, before the search: record the settings, drop the old done markers, clear the cache (or, resuming,
+    only its unreadable entries)."""
+    cache.root.mkdir(parents=True, exist_ok=True)
+    cache.write_meta(config_to_dict(cfg), weights if weights is not None else default_weights_path(), resume)
+    for marker in cache.root.glob("done.*.json"):
+        marker.unlink()
+    if not resume:
+        cache.clear()
+    else:
+        cache.drop_unreadable([r.key for r in annotations.records() if r.is_valid and r.clip_uid])
+
+
+def _wait_for_ranks(cache_dir: Path, world_size: int) -> list[str]:
+    """Block until every rank's ``done.<rank>.json`` exists; return the clips they could not read."""
+    markers = [cache_dir / f"done.{rank}.json" for rank in range(world_size)]
+    while not all(m.exists() for m in markers):
+        time.sleep(POLL_SECONDS)
+    return [clip for m in markers for clip in json.loads(m.read_text())["failed_clips"]]

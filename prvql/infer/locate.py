@@ -160,9 +160,10 @@ class QueryError(PRVQLError):
     name it as its user knows it), ``detail`` the reason; ``str()`` is ``"<field>: <detail>"``."""
 
     def __init__(self, field: str, detail: str) -> None:
-        super().__init__(f"{field}: {detail}")
-        self.field = field
-        self.detail = detail
+        super().__init__(detail, field=field)
+
+    def __reduce__(self) -> tuple[type[QueryError], tuple[str, str]]:
+        return type(self), (self.field, self.detail)
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,13 @@
 - ``track.mp4``: the searched frames with the track (green, with its score), the best box of the other frames
   (grey), the ground truth when known (red), the query crop in the corner and, if asked, the query frame last.
 
-:func:`overlay_frames` draws those frames; ``prvql visualize`` uses it too. Boxes are xyxy pixels of the searched
-frames everywhere.
+:func:`overlay_frames` draws those frames; ``prvql visualize`` (:mod:`prvql.infer.visualize`) draws with it too.
+Boxes are xyxy pixels of the searched frames everywhere.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,29 +94,63 @@ def locate_report(
 
 
 def overlay_frames(
-    result: LocateResult,
     frames: Iterable[np.ndarray],
-    ground_truth: ResponseTrack | None,
-    show_query_frame: bool,
+    inset: np.ndarray,
+    track: ResponseTrack,
+    *,
+    scores: np.ndarray | None = None,
+    boxes: np.ndarray | None = None,
+    ground_truth: ResponseTrack | None = None,
+    first_frame: int = 0,
+    num_frames: int | None = None,
+    outlined_frame: int | None = None,
+    query: tuple[np.ndarray, Sequence[float]] | None = None,
 ) -> Iterator[np.ndarray]:
-    """The frames of ``track.mp4``, uint8 [H', W', 3] with even sides."""
-    window = result.window
+    """The frames of a result video (``track.mp4``, ``prvql visualize``), uint8 [H', W', 3] with even sides.
+
+    Frame ``k`` of ``frames`` is frame ``first_frame + k`` of the numbering ``track``, ``scores``, ``boxes`` and
+    ``ground_truth`` use. On it are drawn, in order: the true box (red, "truth"); the track's box (green,
+    "track 0.87" with the frame's score when ``scores`` has one) or, on a frame off the track, the frame's best box
+    (grey, its score); a white outline around the whole frame "query frame" on ``outlined_frame``; the query crop
+    ``inset`` in the top-left corner (:func:`~prvql.infer.render.video_frame`).
+
+    Args:
+        frames: uint8 [H, W, 3] each, read lazily.
+        inset: uint8 [h, w, 3] the query crop.
+        track: the predicted response track, xyxy pixels of ``frames``.
+        scores: [N] per-frame scores (labels), or None.
+        boxes: [N, 4] xyxy best box of each frame (drawn grey off the track), or None: none drawn.
+        ground_truth: the annotated track, xyxy pixels of ``frames``, or None.
+        first_frame: the frame number of ``frames``' first frame.
+        num_frames: read at most this many of ``frames``; ``None`` = all.
+        outlined_frame: the frame number to outline as the query frame, or None.
+        query: (uint8 [h, w, 3] image, its xyxy box) to end the video with, the box drawn red "query"; or None.
+    """
+    tracked = dict(zip(track.frames.tolist(), track.boxes, strict=True))
     truth = {} if ground_truth is None else dict(zip(ground_truth.frames.tolist(), ground_truth.boxes, strict=True))
-    crop = result.crop
-    for k, frame in enumerate(frames):
-        if k >= len(result):
-            break
+    for k, frame in enumerate(itertools.islice(frames, num_frames)):
+        fno = first_frame + k
+        score = float(scores[fno]) if scores is not None and 0 <= fno < len(scores) else None
         overlays = []
-        if k in truth:
-            overlays.append(Overlay(tuple(float(v) for v in truth[k]), GROUND_TRUTH_COLOR, "truth", 2))
-        box = tuple(float(v) for v in result.boxes[k])
-        if window.start <= k <= window.end:
-            overlays.append(Overlay(box, PREDICTION_COLOR, f"track {result.scores[k]:.2f}", 3))
-        else:
-            overlays.append(Overlay(box, CANDIDATE_COLOR, f"{result.scores[k]:.2f}", 1))
-        yield video_frame(frame, overlays, crop)
-    if show_query_frame:
-        yield even_size(draw_overlays(result.query_image, [Overlay(result.query_box, GROUND_TRUTH_COLOR, "query", 3)]))
+        if fno in truth:
+            overlays.append(Overlay(_box(truth[fno]), GROUND_TRUTH_COLOR, "truth", 2))
+        if fno in tracked:
+            label = "track" if score is None else f"track {score:.2f}"
+            overlays.append(Overlay(_box(tracked[fno]), PREDICTION_COLOR, label, 3))
+        elif boxes is not None and 0 <= fno < len(boxes):
+            overlays.append(Overlay(_box(boxes[fno]), CANDIDATE_COLOR, None if score is None else f"{score:.2f}", 1))
+        if fno == outlined_frame:
+            height, width = frame.shape[:2]
+            overlays.append(Overlay((2.0, 2.0, width - 2.0, height - 2.0), "white", "query frame", 2))
+        yield video_frame(frame, overlays, inset)
+    if query is not None:
+        image, box = query
+        yield even_size(draw_overlays(image, [Overlay(_box(box), GROUND_TRUTH_COLOR, "query", 3)]))
+
+
+def _box(values: Sequence[float] | np.ndarray) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in values)
+    return x1, y1, x2, y2
 
 
 def write_locate_outputs(
@@ -186,7 +221,17 @@ def write_locate_outputs(
     )
     written = [out / "scores.png"]
     if frames is not None:
-        write_video(stage(out / "track.mp4"), overlay_frames(result, frames, ground_truth, show_query_frame), fps)
+        drawn = overlay_frames(
+            frames,
+            result.crop,
+            result.track,
+            scores=result.scores,
+            boxes=result.boxes,
+            ground_truth=ground_truth,
+            num_frames=len(result),
+            query=(result.query_image, result.query_box) if show_query_frame else None,
+        )
+        write_video(stage(out / "track.mp4"), drawn, fps)
         written.append(out / "track.mp4")
     atomic_write_json(  # staged last: published last, so track.json marks a complete set
         stage(out / "track.json"),

@@ -13,11 +13,6 @@ features (which equals repeating the frame, since the backbone is per frame); th
 discarded. With ``window_overlap > 0`` a frame is scored by several windows: its score is the mean (or the max,
 ``overlap_reduce="max"``) of their scores and its box comes from the window that scored it highest.
 
-With ``flip_tta`` (test-time augmentation) every window is also run on the horizontally mirrored model inputs, frames
-and query crop alike; the mirrored view's boxes are mirrored back (``x -> 1 - x`` in the padded square). A frame's
-score in a window is the mean of the two views' scores and its box is the box of the view that scored higher. The
-backbone then sees each frame twice (once per view), and the stages run on twice the windows.
-
 With ``verification`` (colour verification, not in the paper: :mod:`prvql.infer.verification`) the colours inside
 each window's best box are compared with the query's; a frame keeps the distance of the box it reports, and its
 final score combines the (reduced) model score with that distance. The model inputs of the buffered frames are
@@ -40,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from prvql.boxes import denormalize_boxes, mirror_boxes, normalize_boxes
+from prvql.boxes import denormalize_boxes, normalize_boxes
 from prvql.config import Config, VerificationConfig
 from prvql.data.transforms import prepare_frames
 from prvql.errors import PRVQLError
@@ -156,11 +151,7 @@ class Predictor:
         windows_per_batch: windows per stage forward pass; also the number of window starts per streamed chunk.
         window_overlap: frames shared by consecutive windows (0 = the released code's non-overlapping windows).
         overlap_reduce: ``"mean"`` or ``"max"`` of a frame's scores over the windows that cover it.
-        flip_tta: also run every window on the mirrored inputs and merge the two views (module docstring); both
-            pad-to-square variants pad symmetrically, so a mirrored input looks like a mirrored frame.
-        num_stages: run only the model's first ``num_stages`` refinement stages (0 = all);
-            ``PRVQL.forward_embedded``.
-        stage_mean: score with the mean of the run stages' anchor logits; ``PRVQL.forward_embedded``.
+        stage_mean: score with the mean of the stages' anchor logits; ``PRVQL.forward_embedded``.
         verification: colour verification settings (module docstring), or None (off, the paper).
         device: where the model runs.
         bf16: bfloat16 autocast (an approximation: CUDA, or a CPU with bf16 units such as AMX; see benchmarks).
@@ -178,8 +169,6 @@ class Predictor:
         windows_per_batch: int = 4,
         window_overlap: int = 0,
         overlap_reduce: str = "mean",
-        flip_tta: bool = False,
-        num_stages: int = 0,
         stage_mean: bool = False,
         verification: VerificationConfig | None = None,
         device: str | torch.device = "cpu",
@@ -195,13 +184,10 @@ class Predictor:
         if overlap_reduce not in OVERLAP_REDUCTIONS:
             raise PRVQLError(f"inference.overlap_reduce: must be one of {OVERLAP_REDUCTIONS} (got {overlap_reduce!r})")
         self._embedded = hasattr(model, "embed") and hasattr(model, "forward_embedded")
-        stages = len(model.stages) if self._embedded and hasattr(model, "stages") else None
-        if (num_stages or stage_mean) and stages is None:
-            raise PRVQLError("inference.num_stages / inference.stage_mean: this model has no refinement stages")
-        if stages is not None and not 0 <= num_stages <= stages:
-            raise PRVQLError(f"inference.num_stages: must be in [0, {stages}] (0 = all; got {num_stages})")
+        if stage_mean and not (self._embedded and hasattr(model, "stages")):
+            raise PRVQLError("inference.stage_mean: this model has no refinement stages")
         # passed only when set, so any model with the plain forward_embedded(video, query) still works
-        self.stage_options = {"num_stages": num_stages, "stage_mean": stage_mean} if num_stages or stage_mean else {}
+        self.stage_options = {"stage_mean": True} if stage_mean else {}
         if verification is not None:
             _check_verification(verification)
         self.verification = verification
@@ -214,7 +200,6 @@ class Predictor:
         self.windows_per_batch = windows_per_batch
         self.stride = num_frames - window_overlap
         self.overlap_reduce = overlap_reduce
-        self.views = 2 if flip_tta else 1
         self.bf16 = bf16
         self.sync_timing = sync_timing
         self.stats = PredictorStats()
@@ -245,7 +230,7 @@ class Predictor:
             return results
 
         query_images = torch.stack([q.image for q in active]).to(self.device)  # [Q, 3, S, S]
-        query_feats = self._embed_views(query_images)  # [Q, V, C, h, w]
+        query_feats = self._backbone(query_images)  # [Q, C, h, w]
         v = self.verification
         query_colours = None if v is None else query_descriptors(query_images, v.query_shrink, v.grid)  # [Q, 6]
         lengths = [q.num_frames for q in active]
@@ -319,13 +304,6 @@ class Predictor:
         self.stats.backbone_images += images.shape[0]
         return feats
 
-    def _embed_views(self, images: Tensor) -> Tensor:
-        """[N, 3, S, S] -> [N, V, C, h, w]: features of the images and, with ``flip_tta``, of their mirrors."""
-        if self.views == 1:
-            return self._backbone(images)[:, None]
-        feats = self._backbone(torch.cat([images, images.flip(-1)]))  # [2N, C, h, w]
-        return torch.stack(feats.chunk(2), dim=1)
-
     def _run_windows(
         self,
         windows: list[tuple[int, int]],
@@ -340,11 +318,8 @@ class Predictor:
         starts = torch.tensor([s for _, s in windows])[:, None]  # [B, 1]
         last = torch.tensor([lengths[i] - 1 for i, _ in windows])[:, None]  # [B, 1]
         frame_ids = torch.minimum(starts + torch.arange(self.num_frames), last)  # [B, T], padded with the last frame
-        frame_feats = stream.features(frame_ids)  # [B, T, V, C, h, w]
-        query = query_feats[[i for i, _ in windows]]  # [B, V, C, h, w]
-        # views side by side in the batch: [V*B, T, C, h, w] and [V*B, C, h, w], view-major
-        frame_feats = torch.cat(frame_feats.unbind(2)) if self.views > 1 else frame_feats[:, :, 0]
-        query = torch.cat(query.unbind(1)) if self.views > 1 else query[:, 0]
+        frame_feats = stream.features(frame_ids)  # [B, T, C, h, w]
+        query = query_feats[[i for i, _ in windows]]  # [B, C, h, w]
         self._sync()
         t0 = time.perf_counter()
         with self._autocast():
@@ -352,9 +327,9 @@ class Predictor:
                 out = self.model.forward_embedded(frame_feats, query, **self.stage_options)
             else:
                 out = self.model.forward_features(frame_feats, query)
-        logits, boxes = out["logits"].float(), out["boxes"].float()  # [V*B, T, A], [V*B, T, A, 4]
-        best_logit, best_boxes = top_boxes(logits, boxes)  # [V*B, T], [V*B, T, 4] with x1 <= x2, y1 <= y2
-        scores, best_boxes = _merge_views(torch.sigmoid(best_logit), best_boxes, self.views)
+        logits, boxes = out["logits"].float(), out["boxes"].float()  # [B, T, A], [B, T, A, 4]
+        best_logit, best_boxes = top_boxes(logits, boxes)  # [B, T], [B, T, 4] with x1 <= x2, y1 <= y2
+        scores = torch.sigmoid(best_logit)
         distances = None
         if query_colours is not None:
             height, width = stream.frame_size
@@ -399,18 +374,6 @@ def _check_verification(v: VerificationConfig) -> None:
             raise PRVQLError(f"inference.verification.{key}: must be {rule} (got {value!r})")
 
 
-def _merge_views(scores: Tensor, boxes: Tensor, views: int) -> tuple[Tensor, Tensor]:
-    """[V*B, T] scores and [V*B, T, 4] normalised boxes, view-major (view 1 mirrored) -> [B, T] mean scores and
-    [B, T, 4] boxes of the higher-scoring view, in the unmirrored frame."""
-    if views == 1:
-        return scores, boxes
-    scores = scores.unflatten(0, (views, -1))  # [V, B, T]
-    boxes = torch.stack([boxes[: scores.shape[1]], mirror_boxes(boxes[scores.shape[1] :])])  # [V, B, T, 4]
-    best = scores.argmax(0)  # [B, T]
-    chosen = torch.gather(boxes, 0, best[None, ..., None].expand(1, *boxes.shape[1:]))[0]
-    return scores.mean(0), chosen
-
-
 class _FrameStream:
     """Decodes frames lazily and keeps the backbone features of a sliding range ``[start, end)`` of them."""
 
@@ -419,7 +382,7 @@ class _FrameStream:
         self.predictor = predictor
         self.start = 0
         self.end = 0
-        self.feats: Tensor | None = None  # [end - start, V, C, h, w]
+        self.feats: Tensor | None = None  # [end - start, C, h, w]
         self.inputs: Tensor | None = None  # [end - start, 3, S, S] model inputs (kept for colour verification only)
         self.frame_size: tuple[int, int] | None = None
         self.exhausted_at: int | None = None
@@ -451,7 +414,7 @@ class _FrameStream:
             torch.from_numpy(np.stack(decoded)).to(p.device), p.input_size, p.pad_value, p.released_preprocessing
         )
         p.stats.decode_seconds += time.perf_counter() - t0
-        feats = p._embed_views(images)
+        feats = p._backbone(images)
         self.feats = feats if self.feats is None else torch.cat([self.feats, feats])
         if p.verification is not None:
             self.inputs = images if self.inputs is None else torch.cat([self.inputs, images])
@@ -461,7 +424,7 @@ class _FrameStream:
         self.end += len(decoded)
 
     def features(self, frame_ids: Tensor) -> Tensor:
-        """Absolute frame indices [...] (all in ``[start, end)``) -> features [..., V, C, h, w]; consecutive indices
+        """Absolute frame indices [...] (all in ``[start, end)``) -> features [..., C, h, w]; consecutive indices
         (unpadded, non-overlapping windows) give a view instead of a copy."""
         local = frame_ids - self.start
         first = int(local.flatten()[0])
@@ -488,8 +451,6 @@ def build_predictor(
         windows_per_batch=inf.windows_per_batch,
         window_overlap=inf.window_overlap,
         overlap_reduce=inf.overlap_reduce,
-        flip_tta=inf.flip_tta,
-        num_stages=inf.num_stages,
         stage_mean=inf.stage_mean,
         verification=inf.verification if inf.verification.enabled else None,
         device=device,

@@ -10,10 +10,12 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from prvql.atomic import atomic_path, atomic_write_json
+from prvql.config import removed_at_neutral
 from prvql.errors import PRVQLError
 from prvql.paths import file_in
 
@@ -130,7 +132,7 @@ class ScoreCache:
         meta = {"fingerprint": fingerprint(config, weights), "config": config}
         if resume and meta_path.exists():
             try:
-                old = json.loads(meta_path.read_text())["fingerprint"]
+                old = _without_removed_keys(json.loads(meta_path.read_text())["fingerprint"])
             except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
                 logger.warning("%s: unreadable cache description (%s); recomputing every query", meta_path, exc)
                 self.clear()
@@ -138,7 +140,7 @@ class ScoreCache:
             if old != meta["fingerprint"]:
                 raise PRVQLError(
                     f"{meta_path}: the cache was made with another model, weights or windows; "
-                    "run without --resume to redo it"
+                    "redo it without resuming"
                 )
         atomic_write_json(meta_path, meta, indent=1)
 
@@ -156,6 +158,17 @@ class ScoreCache:
             path.unlink()
 
 
+def _without_removed_keys(old: Any) -> Any:
+    """A fingerprint written before inference keys were removed (``prvql.config.REMOVED_KEYS``), without those that
+    held their neutral value: such scores were made as they are now, so the cache resumes. One that held another
+    value stays, and the fingerprints differ."""
+    inference = old.get("inference") if isinstance(old, dict) else None
+    if not isinstance(inference, dict):
+        return old
+    kept = {key: value for key, value in inference.items() if not removed_at_neutral(f"inference.{key}", value)}
+    return {**old, "inference": kept}
+
+
 def fingerprint(config: dict, weights: str | Path | None) -> dict:
     """What makes cached scores reusable: the resolved model, data and window settings and the weights' hash."""
     digest = None
@@ -165,15 +178,7 @@ def fingerprint(config: dict, weights: str | Path | None) -> dict:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         digest = h.hexdigest()
-    keys = (
-        "windows_per_batch",
-        "window_overlap",
-        "overlap_reduce",
-        "flip_tta",
-        "num_stages",
-        "stage_mean",
-        "verification",
-    )
+    keys = ("windows_per_batch", "window_overlap", "overlap_reduce", "stage_mean", "verification")
     inference = {k: config["inference"][k] for k in keys}
     return {
         "model": config["model"],

@@ -1,10 +1,10 @@
 """The trained model and device for the inference commands (``predict``, ``locate``, ``demo``).
 
 Weights files (``prvql.weights_file.save_weights``) carry the trainable tensors and the resolved config, so
-``--weights`` alone is enough; the shipped demo model is used when neither ``--config`` nor ``--weights`` is given.
-``--weights`` also takes a self-contained file written by ``prvql convert`` and the authors' own VQLoC / PRVQL
+the weights alone are enough; the shipped demo model is used when neither a config nor weights are given. The
+weights may also be a self-contained file written by ``prvql convert`` or the authors' own VQLoC / PRVQL
 checkpoint files (any name not ending in ``.safetensors``), converted in memory
-(:mod:`prvql.model.released_weights`).
+(:mod:`prvql.model.released_weights`). Errors about an input carry its ``field`` (``"weights"``, ``"device"``).
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ def default_weights_path() -> Path:
     included, is the one stored in the file (the ``demo`` preset is what new demo models are trained with).
 
     Raises:
-        CheckpointError: if the file is absent from this installation.
+        CheckpointError: (field ``"weights"``) if the file is absent from this installation.
     """
     weights = PACKAGE_DIR / "weights" / "demo.safetensors"
     if not weights.is_file():
-        raise CheckpointError(f"{weights}: the shipped demo model is missing; pass --weights")
+        raise CheckpointError(f"{weights}: the shipped demo model is missing; give a weights file", field="weights")
     return weights
 
 
@@ -53,7 +53,7 @@ def load_inference_model(
         overrides: dotted ``key=value`` overrides applied last.
 
     Raises:
-        ConfigError: a config without weights, or a bad override.
+        ConfigError: a config without weights (field ``"weights"``), or a bad override.
         CheckpointError: a missing or unfitting weights file.
     """
     from prvql.config import apply_overrides
@@ -65,7 +65,9 @@ def load_inference_model(
     if config is None and weights is None:
         weights = default_weights_path()
     if weights is None:
-        raise ConfigError("--config needs --weights (a model with random weights finds nothing)")
+        raise ConfigError(
+            "missing: a config alone gives a model with random weights, which finds nothing", field="weights"
+        )
     if Path(weights).suffix != ".safetensors":
         converted = load_released(weights, config, list(overrides))
         logger.info("%s", converted.summary(weights))
@@ -132,13 +134,17 @@ def _differences(a: dict, b: dict, prefix: str) -> list[tuple[str, object, objec
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """``None`` = CUDA when available, else CPU; asking for CUDA without it raises :class:`PRVQLError`."""
+    """``None`` = CUDA when available, else CPU.
+
+    Raises:
+        PRVQLError: (field ``"device"``) not a device name, or CUDA asked for without it.
+    """
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise PRVQLError(f"--device: not a device name ({name!r})") from exc
+        raise PRVQLError(f"not a device name ({name!r})", field="device") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise PRVQLError(f"--device: {name} asked for but CUDA is not available")
+        raise PRVQLError(f"{name} asked for but CUDA is not available", field="device")
     return device

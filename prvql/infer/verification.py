@@ -8,8 +8,9 @@ their central region (:func:`colour_descriptors`), compared by a weighted Euclid
 
     score' = sigmoid(score_weight * logit(score) + colour_weight * distance + bias)
 
-The three coefficients are fitted on training episodes (``scripts/fit_verification.py``, a logistic regression)
-and stored in the model's config; with ``inference.verification.enabled: false`` (the default) nothing here runs.
+The three coefficients are fitted on training episodes (a logistic regression:
+``experiments/demo_model/fit_verification.py``) and stored in the model's config; with
+``inference.verification.enabled: false`` (the default) nothing here runs.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from prvql.boxes import clip_boxes, sorted_corners
+from prvql.model.layers import autocast_off
 
 
 class AppearanceKnowledgeGeneration(nn.Module):
@@ -148,7 +149,7 @@ class SpatialKnowledgeGeneration(nn.Module):
         b, t, positions = cross_attention.shape
         # float32 whatever the autocast: the softmaxed maps sit near 1 / (H*W), where bf16 keeps only a few dozen
         # distinct values, so under bf16 SKG would train on a different signal than fp32 inference gives it
-        with torch.autocast(cross_attention.device.type, enabled=False):
+        with autocast_off(cross_attention.device):
             s = cross_attention.float().softmax(dim=-1)
             temporal = F.interpolate(
                 temporal_attention.flatten(0, 1)[:, None].float(),

@@ -10,11 +10,19 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast disabled on ``device`` for a float32 region (a no-op on a device without autocast, such as the
+    ``meta`` device FLOP counting runs on)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _probe_precision(x: Tensor, probe: Tensor | None) -> contextlib.AbstractContextManager:
     """SKG reads the probed probabilities (values near 1/Nk): with a probe, projections and attention run in float32
     whatever the autocast, so that training under bf16 sees the signal fp32 inference sees (a no-op without a probe
     or without autocast); the caller casts its inputs to float32 inside."""
-    return contextlib.nullcontext() if probe is None else torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext() if probe is None else autocast_off(x.device)
 
 
 class ConvBNAct(nn.Sequential):
@@ -160,7 +168,7 @@ class MultiHeadAttention(nn.Module):
     def probabilities(self, x: Tensor, memory: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """The full head-averaged attention probabilities ``[B, Nq, Nk]`` in float32 (explicit, memory-hungry), also
         under autocast (SKG reads them)."""
-        with torch.autocast(x.device.type, enabled=False):
+        with autocast_off(x.device):
             q, k, _ = self._project(x.float(), None if memory is None else memory.float())
             scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
             if mask is not None:

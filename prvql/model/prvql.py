@@ -123,7 +123,7 @@ class PRVQL(nn.Module):
         """
         return self.reduction(self.extract_features(images))
 
-    def forward_embedded(self, video: Tensor, query: Tensor, num_stages: int = 0, stage_mean: bool = False) -> dict:
+    def forward_embedded(self, video: Tensor, query: Tensor, stage_mean: bool = False) -> dict:
         """Inference: the final stage's outputs from :meth:`embed` features, intermediate work kept to what is read.
 
         Between stages AKG reads the boxes of its top-n frames only, so earlier stages decode just those; the
@@ -132,18 +132,14 @@ class PRVQL(nn.Module):
         Args:
             video: ``[B, T, D, H, W]`` embedded frames.
             query: ``[B, D, H, W]`` embedded query crops.
-            num_stages: run only the first ``num_stages`` stages (1..K) and report the last of them; 0 = all K
-                (the paper). Not in the paper: a diagnostic of what each refinement adds, and a cheaper search.
-            stage_mean: the logits are the mean of every run stage's anchor logits (boxes stay the last run
-                stage's); not in the paper.
+            stage_mean: the logits are the mean of every stage's anchor logits (boxes stay the last stage's);
+                not in the paper.
 
         Returns:
-            ``{"boxes": [B, T, A, 4] normalised xyxy, "logits": [B, T, A], "anchors": [A, 4]}`` of the last run stage.
+            ``{"boxes": [B, T, A, 4] normalised xyxy, "logits": [B, T, A], "anchors": [A, 4]}`` of the last stage.
         """
         self._check_grid(*video.shape[1:2], *video.shape[3:], video.shape)
-        if not 0 <= num_stages <= len(self.stages):
-            raise ValueError(f"num_stages: must be in [0, {len(self.stages)}] (got {num_stages})")
-        out = self._refine(video, query, every_stage=False, num_stages=num_stages or len(self.stages))
+        out = self._refine(video, query, every_stage=False)
         logits = torch.stack([s["logits"] for s in out["stages"]]).mean(0) if stage_mean else out["logits"]
         return {"boxes": out["boxes"], "logits": logits, "anchors": out["anchors"]}
 
@@ -154,15 +150,14 @@ class PRVQL(nn.Module):
                 f"(model.num_frames) of {self.grid_size}x{self.grid_size} features (model.input_size)"
             )
 
-    def _refine(self, video: Tensor, query: Tensor, every_stage: bool, num_stages: int | None = None) -> dict:
-        """The first ``num_stages`` (default all K) stages with refinement between them on reduced features
-        ``[B, T, D, H, W]`` and ``[B, D, H, W]``; ``every_stage=False`` returns the last run stage only and decodes
-        earlier stages' boxes for AKG's frames only (their ``"boxes"`` in ``"stages"`` are then None)."""
+    def _refine(self, video: Tensor, query: Tensor, every_stage: bool) -> dict:
+        """The K stages with refinement between them on reduced features ``[B, T, D, H, W]`` and ``[B, D, H, W]``;
+        ``every_stage=False`` decodes earlier stages' boxes for AKG's frames only (their ``"boxes"`` in ``"stages"``
+        are then None)."""
         initial = video
         stages, keeps = [], []
-        run = self.stages[: len(self.stages) if num_stages is None else num_stages]
-        for index, stage in enumerate(run):
-            last = index == len(run) - 1
+        for index, stage in enumerate(self.stages):
+            last = index == len(self.stages) - 1
             out = stage(
                 video,
                 query,

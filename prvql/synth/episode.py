@@ -79,7 +79,7 @@ def make_query_set(rng: np.random.Generator, boxes: list, title: str, opts: Synt
     The response track is a visible run followed by a query frame before the next run; the visual crop is the
     largest box of a different run. Fewer than two runs make an invalid query set (``is_valid: false``).
     ``synthetic_occurrences`` (not an official field; readers ignore it) lists every clip frame where the target is
-    visible, for per-frame evaluation of score curves (benchmarks/demo_heldout.py).
+    visible, for per-frame evaluation of score curves (experiments/demo_model/demo_heldout.py).
     """
     n = len(boxes)
     step = round(opts.video_fps / opts.clip_fps)

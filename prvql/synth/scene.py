@@ -54,7 +54,7 @@ class SynthOptions:
     split_imagery: bool = False  # True: train never uses the held-out pictures, val uses only them
     min_visible: float = 0.35  # fraction of the object's projected area that must show to count as visible
     min_pixels: int = 48  # and at least this many visible pixels
-    # Realism (docs/DEMO.md); each switch off reproduces the plain generator for that aspect.
+    # Realism (docs/DATA.md); each switch off reproduces the plain generator for that aspect.
     hold_seconds: tuple[float, float] = (1.0, 2.6)  # camera fixation lengths (shorter = more negative frames)
     zoom_range: tuple[float, float] = (0.6, 1.8)  # camera zoom per fixation
     depth_scale: float = 2.0  # objects move to and from the camera: size varies by up to this factor (1 = fixed)

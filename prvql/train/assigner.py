@@ -1,4 +1,4 @@
-"""Anchor-to-target assignment for the anchor head's losses (the released code's rule, spec_notes §2.1).
+"""Anchor-to-target assignment for the anchor head's losses (the released code's rule; docs/MODEL.md).
 
 An anchor of frame (b, t) is positive when the frame holds the target (occurrence) and the anchor's IoU with the
 frame's ground-truth box exceeds a threshold. If no anchor of the whole batch passes, the ``topk`` anchors with the

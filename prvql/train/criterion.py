@@ -1,4 +1,4 @@
-"""Training losses of PRVQL, per stage (the released code's terms, spec_notes §2.1 and Decision 6).
+"""Training losses of PRVQL, per stage (the released code's terms; how they differ from the paper: docs/MODEL.md).
 
 For every stage k (0 = first) the criterion returns unweighted terms, each a scalar:
 

@@ -189,7 +189,9 @@ class _Run:
         self.ckpt_path = run_dir / CHECKPOINT_NAME
         state = self._read_checkpoint() if resume else None
         if state is None and self.ckpt_path.exists():
-            raise ConfigError(f"--output {run_dir}: already holds {CHECKPOINT_NAME}; pass --resume or a new folder")
+            raise ConfigError(
+                f"{run_dir}: already holds {CHECKPOINT_NAME}; resume from it or give a new folder", field="run_dir"
+            )
 
         seed_everything(tcfg.seed)
         model = build_prvql(cfg.model).to(info.device)
@@ -429,6 +431,8 @@ def fit(cfg: Config, run_dir: str | Path, *, resume: bool = False, device: str =
         ConfigError: a training value is out of range (before the run folder is created).
         TrainingError: a loss term became NaN/inf (a checkpoint is saved first).
         CheckpointError: ``resume`` without a readable checkpoint fitting ``cfg.model``.
+        ConfigError: (field ``"run_dir"``) not ``resume`` but ``run_dir`` already holds a checkpoint.
+        PRVQLError: (field ``"device"``) CUDA asked for without it.
     """
     check_training_config(cfg)
     run_dir = Path(run_dir)

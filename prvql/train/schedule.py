@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule (spec_notes §2.7, Decision 7).
+"""Optimiser and learning-rate schedule (the released code's; how it differs from the paper: docs/MODEL.md).
 
 AdamW over the parameters that require a gradient (the frozen backbone has none), default betas and eps. One
 parameter group, or two when the backbone has trainable stages and ``backbone_lr_scale`` is not 1: group 0 holds

@@ -297,10 +297,103 @@ def test_shipped_demo_model_loads() -> None:
 @pytest.mark.slow
 def test_make_demo_runs_the_shipped_model_on_seed_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """What `make demo` runs: the shipped model on held-out episode 0 (the default is not picked by its result; the
-    success rate over seeds 0-11 is measured by benchmarks/demo_heldout.py, docs/DEMO.md)."""
+    success rate over seeds 0-11 is measured by experiments/demo_model/demo_heldout.py, docs/DEMO.md)."""
     assert main(["demo", "--output", str(tmp_path), "--device", "cpu", "--no-video"]) == 0
     result = json.loads((tmp_path / "metrics.json").read_text())
     assert result["episode"]["seed"] == 0
     out = capsys.readouterr().out
     assert "response track" in out and f"stIoU {result['stiou']:.3f}" in out
     assert result["prediction"]["end"] < result["episode"]["query_frame"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# run_demo, the library function behind the command, and what the command prints of its result
+
+
+def test_run_demo_returns_what_it_wrote(tiny_weights: Path, tmp_path: Path) -> None:
+    from prvql.demo import DemoResult, run_demo
+
+    out = tmp_path / "demo"
+    result = run_demo(out, seed=SEED, num_frames=FRAMES, weights=tiny_weights, device="cpu", videos=False)
+    assert isinstance(result, DemoResult)
+    assert result.written == [out / name for name in ("track.json", "scores.png", "query.png", "metrics.json")]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in result.written)
+    track = json.loads((out / "track.json").read_text())
+    report = json.loads((out / "metrics.json").read_text())
+
+    assert result.track == (track["track"]["start"], track["track"]["end"])
+    assert (result.peak, result.ruled_out_before) == (track["track"]["peak"], track["track"]["first_frame"])
+    assert result.peak_score == pytest.approx(track["track"]["peak_score"])
+    assert [row.frame for row in result.frames] == [f["frame"] for f in track["track"]["frames"]]
+    for row, entry in zip(result.frames, track["track"]["frames"], strict=True):
+        assert row.box == pytest.approx(entry["box"], abs=0.006) and row.score == pytest.approx(
+            entry["score"], abs=1e-5
+        )
+        assert row.seconds == pytest.approx(entry["time"])
+    assert result.frame_size == (track["height"], track["width"])
+    assert result.query_frame == report["episode"]["query_frame"] == track["searched_frames"]
+    assert result.seed == SEED and result.num_frames == FRAMES and result.fps == report["episode"]["fps"]
+
+    truth = report["episode"]["ground_truth"]
+    assert result.ground_truth == (truth[0]["frame"], truth[-1]["frame"])
+    truth_frames = {t["frame"] for t in truth}
+    assert [row.iou is not None for row in result.frames] == [row.frame in truth_frames for row in result.frames]
+    assert result.metrics.to_dict() == report["metrics"]
+    assert (result.tiou, result.stiou) == (report["tiou"], report["stiou"])
+    assert result.recovered_frames == report["recovered_frames"] and result.device == report["device"] == "cpu"
+    assert {k: round(v, 3) for k, v in result.seconds.items()} == report["seconds"]
+
+
+def test_run_demo_names_the_field_not_a_flag(tiny_weights: Path, tmp_path: Path) -> None:
+    from prvql.demo import run_demo
+
+    for kwargs, field in (({"device": "nonsense"}, "device"), ({"config": "tiny", "weights": None}, "weights")):
+        with pytest.raises(PRVQLError) as error:
+            run_demo(tmp_path / "out", **{"weights": tiny_weights, "device": "cpu", **kwargs})
+        assert error.value.field == field and str(error.value).startswith(f"{field}: ")
+        assert "--" not in str(error.value)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(PRVQLError, match="is a file") as error:
+        run_demo(tmp_path / "a_file", weights=tiny_weights, device="cpu")
+    assert error.value.field == "output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "tiny.safetensors"]
+
+
+def test_demo_prints_the_first_and_last_ten_frames_of_a_long_track() -> None:
+    from prvql.commands.demo import report_lines
+    from prvql.demo import DemoResult, TrackFrame
+    from prvql.metrics.vq2d import VQ2DMetrics
+
+    rows = [TrackFrame(f, f / 5, (1.0, 2.0, 3.0, 4.0), 0.5, 0.25 if f % 2 else None) for f in range(30, 55)]
+    result = DemoResult(
+        seed=3,
+        num_frames=120,
+        fps=5.0,
+        frame_size=(240, 320),
+        object_title="mug",
+        visual_crop_frame=10,
+        query_frame=100,
+        ruled_out_before=11,
+        ground_truth=(31, 40),
+        track=(30, 54),
+        peak=40,
+        peak_score=0.9,
+        frames=rows,
+        metrics=VQ2DMetrics(tap=0.5, tap25=1.0, stap=0.2, stap25=0.0, success=100.0, recovery=40.0, num_queries=1),
+        tiou=0.4,
+        stiou=0.125,
+        recovered_frames=4,
+        written=[Path("out/track.json"), Path("out/metrics.json")],
+        device="cpu",
+        seconds=dict.fromkeys(("load_model", "render_episode", "search", "write_outputs", "total"), 1.0),
+    )
+    lines = report_lines(result)
+    assert lines[0].startswith("episode: seed 3, held-out imagery, 120 frames at 5 fps (320x240); query 'mug'")
+    assert lines[1].startswith("frames 0-10 ruled out") and lines[2] == "ground truth: frames 31-40"
+    assert lines[3] == "response track: frames 30-54 (peak frame 40, score 0.900)"
+    table = lines[5:26]
+    printed = [int(line.split()[0]) for line in table if not line.strip().startswith("...")]
+    assert printed == [*range(30, 40), *range(45, 55)] and table[10].strip() == "...  (5 more frames in track.json)"
+    assert table[0].endswith("0.500  -") and table[1].endswith("0.500  0.25")  # frame 30 has no true box
+    assert "stAP25 0.000" in lines[26] and "stIoU 0.125" in lines[26] and "recovery 40.0%" in lines[26]
+    assert lines[27] == "wrote out/track.json, out/metrics.json" and lines[28].startswith("elapsed 1.0 s on cpu")

@@ -1,7 +1,7 @@
 """Hostile and broken inputs through the real CLI entry point (``prvql.cli.main``), in-process.
 
 Generated malformed annotation, predictions, config, image and video files (each a deterministic mutation of a
-valid one) and the hostile cases of issue 12 (uids that are paths, outputs that cannot be written, pickles, bombs).
+valid one) and hostile cases (uids that are paths, outputs that cannot be written, pickles, bombs).
 Every case must: exit 2, print exactly one ``prvql: error:`` line, print no traceback, and leave every file under the
 test's folder as it was (no output, no temporary file, no overwritten input): nothing is written before validation.
 """
@@ -483,7 +483,7 @@ def test_broken_videos_are_refused(workspace: Path, media: dict, capsys, name: s
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Hostile cases of issue 12
+# Hostile cases found by a later pass
 
 
 PATH_UIDS = ["../videos/vid1", "../../escape", "/tmp/abs", "sub/clip"]
@@ -500,9 +500,9 @@ def test_uids_that_are_paths_never_reach_the_file_system(workspace: Path, capsys
     paths = write_inputs(workspace, annotations=mutate(valid_annotations(), [*CLIP, "clip_uid"], uid))
     out = workspace / "out"
     for argv in (
-        ["data", "extract-clips", "--annotations", paths["ann.json"], "--videos", videos, "--out", clips],
-        ["data", "extract-clips", "--annotations", paths["ann.json"], "--videos", videos, "--out", out / "c"],
-        ["data", "cache-frames", "--annotations", paths["ann.json"], "--clips", clips, "--out", out / "frames"],
+        ["data", "extract-clips", "--annotations", paths["ann.json"], "--videos", videos, "--output", clips],
+        ["data", "extract-clips", "--annotations", paths["ann.json"], "--videos", videos, "--output", out / "c"],
+        ["data", "cache-frames", "--annotations", paths["ann.json"], "--clips", clips, "--output", out / "frames"],
         ["predict", "--annotations", paths["ann.json"], "--clips", clips, "--output", out / "p.json"],
     ):
         assert "clip_uid" in refused(workspace, argv, capsys, must_name="ann.json")
@@ -544,9 +544,9 @@ def _outputs(workspace: Path, media: dict) -> dict[str, tuple[list, str]]:
         "locate": (["locate", "--video", media["video"], "--query", media["query"]], "--output"),
         "demo": (["demo", "--no-video"], "--output"),
         "train": (["train", "--config", "tiny"], "--output"),
-        "synth": (["synth", "--clips", "1", "--no-progress"], "--out"),
-        "extract-clips": (["data", "extract-clips", "--annotations", paths["ann.json"], "--videos", clips], "--out"),
-        "cache-frames": (["data", "cache-frames", "--annotations", paths["ann.json"], "--clips", clips], "--out"),
+        "synth": (["synth", "--clips", "1", "--no-progress"], "--output"),
+        "extract-clips": (["data", "extract-clips", "--annotations", paths["ann.json"], "--videos", clips], "--output"),
+        "cache-frames": (["data", "cache-frames", "--annotations", paths["ann.json"], "--clips", clips], "--output"),
     }
 
 
@@ -579,6 +579,21 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_work(
             assert "permission denied" in refused(workspace, [*argv, option, read_only / "out"], capsys)
         finally:
             read_only.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", ["synth", "extract-clips", "cache-frames"])
+def test_the_old_out_spelling_still_works_with_one_warning_line(
+    workspace: Path, media: dict, capsys, command: str
+) -> None:
+    """``--out`` was these commands' output option before every command took ``--output``."""
+    argv, _ = _outputs(workspace, media)[command]
+    a_file = workspace / "in" / "a_file"
+    a_file.write_text("x")
+    line = refused(workspace, [*argv, "--out", a_file], capsys, must_name="--output")
+    assert "is a file" in line and "a_file" in line
+    main([str(a) for a in [*argv, "--out", a_file]])
+    warnings = [w for w in capsys.readouterr().err.splitlines() if "warning" in w]
+    assert warnings == ["prvql: warning: --out is deprecated, use --output"]
 
 
 def test_predict_cache_that_is_a_file_is_refused(workspace: Path, capsys) -> None:
@@ -670,8 +685,7 @@ def test_train_resume_in_an_empty_or_missing_folder_says_what_is_missing(workspa
     ids=lambda argv: " ".join(argv[:3]),
 )
 def test_sizes_a_user_can_pass_are_bounded(workspace: Path, capsys, argv: list[str]) -> None:
-    out_option = "--out" if argv[0] in ("synth", "data") else "--output"
-    refused(workspace, [*argv, out_option, workspace / "out" / "x"], capsys)
+    refused(workspace, [*argv, "--output", workspace / "out" / "x"], capsys)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from prvql.data.datasets import VQ2DTrainDataset, build_train_dataset
 from prvql.data.frames import FrameSource, cache_frames, frame_filename
 from prvql.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from prvql.data.video import write_video
-from prvql.data.windows import BalanceSampler, RandomSampler, positive_frames
+from prvql.data.windows import BalanceWindowSampler, RandomWindowSampler, positive_frames
 
 N, H, W = 24, 48, 64  # clip frames and size; the annotations use a 2x larger "original" frame
 T, S = 6, 32
@@ -70,7 +70,7 @@ def record_with_track(frames: range, clip_frames: int) -> QueryRecord:
     return QueryRecord("v", "c", "a", "1", True, clip_frames, "x", 10, 10, 0, (0, 0, 1, 1), track, clip_frames)
 
 
-@pytest.mark.parametrize("sampler", [BalanceSampler(), RandomSampler()])
+@pytest.mark.parametrize("sampler", [BalanceWindowSampler(), RandomWindowSampler()])
 @pytest.mark.parametrize(
     ("track", "clip_frames"), [(range(3, 5), 100), (range(10, 80), 100), (range(95, 100), 100), (range(0, 2), 4)]
 )
@@ -89,7 +89,7 @@ def test_balance_sampler_covers_a_short_track_entirely() -> None:
     rng = np.random.default_rng(1)
     starts = set()
     for _ in range(100):
-        window = BalanceSampler()(record, 100, T, rng)
+        window = BalanceWindowSampler()(record, 100, T, rng)
         assert set(range(40, 44)) <= set(window.tolist())
         starts.add(int(window[0]))
     assert starts == {38, 39, 40}
@@ -97,7 +97,7 @@ def test_balance_sampler_covers_a_short_track_entirely() -> None:
 
 def dataset(root: Path, frames_dir: Path | None = None) -> VQ2DTrainDataset:
     return VQ2DTrainDataset(
-        records(root), FrameSource(root / "clips", frames_dir), T, S, BalanceSampler(), None, pad_value=0.5, seed=0
+        records(root), FrameSource(root / "clips", frames_dir), T, S, BalanceWindowSampler(), None, pad_value=0.5, seed=0
     )
 
 
@@ -142,7 +142,7 @@ def test_recoloured_query_changes_only_the_box_colours(data_root: Path) -> None:
     plain = dataset(data_root).load(records(data_root)[0], np.random.default_rng(5))
     assert plain.recoloured_query is None
     ds = VQ2DTrainDataset(
-        records(data_root), FrameSource(data_root / "clips"), T, S, BalanceSampler(), None, 0.5, recoloured_queries=True
+        records(data_root), FrameSource(data_root / "clips"), T, S, BalanceWindowSampler(), None, 0.5, recoloured_queries=True
     )
     sample = ds.load(records(data_root)[0], np.random.default_rng(5))
     torch.testing.assert_close(sample.frames, plain.frames)  # the window is drawn as before
@@ -213,7 +213,7 @@ def test_query_augment_changes_only_the_query(data_root: Path) -> None:
     plain = dataset(data_root)
     augment = QueryAugment((0.4, 0.4, 0.3), degrees=30.0, perspective=0.5, scale=(0.6, 0.8), blur_prob=0.5)
     augmented = VQ2DTrainDataset(
-        [record], FrameSource(data_root / "clips"), T, S, BalanceSampler(), None, 0.5, query_augment=augment, seed=0
+        [record], FrameSource(data_root / "clips"), T, S, BalanceWindowSampler(), None, 0.5, query_augment=augment, seed=0
     )
     a = plain.load(record, np.random.default_rng(5))
     b = augmented.load(record, np.random.default_rng(5))

@@ -221,28 +221,6 @@ def test_scores_match_the_model_run_window_by_window(tiny_cfg: Config, tiny_mode
     assert not np.allclose(results["a"].scores, results["b"].scores)
 
 
-def test_flip_tta_merges_the_clip_and_its_mirror(tiny_cfg: Config, tiny_model: nn.Module) -> None:
-    """flip_tta = the mean of the scores on the clip and on the mirrored clip with the mirrored query; each frame's
-    box is the higher-scoring view's, mirrored back into the clip's pixels; the backbone sees every image twice."""
-    decoded = random_frames(13, seed=8)
-    query = crop_query("q", decoded, 13, tiny_cfg.model.input_size)
-    plain = build_predictor(tiny_cfg, tiny_model).predict(iter(decoded), query)
-    mirrored_query = ClipQuery("q", query.image.flip(-1), 13)
-    mirrored = build_predictor(tiny_cfg, tiny_model).predict(iter(decoded[:, :, ::-1].copy()), mirrored_query)
-    tiny_cfg.inference.flip_tta = True
-    predictor = build_predictor(tiny_cfg, tiny_model)
-    both = predictor.predict(iter(decoded), query)
-    np.testing.assert_allclose(both.scores, (plain.scores + mirrored.scores) / 2, rtol=1e-4, atol=1e-5)
-    assert not np.allclose(plain.scores, mirrored.scores, atol=1e-3)  # the two views really differ
-    unmirrored = np.stack([FRAME_W - mirrored.boxes[:, 2], mirrored.boxes[:, 1], FRAME_W - mirrored.boxes[:, 0]], 1)
-    unmirrored = np.concatenate([unmirrored, mirrored.boxes[:, 3:]], 1)
-    clear = np.abs(plain.scores - mirrored.scores) > 1e-4  # a near-tie may pick either view
-    expected = np.where((plain.scores > mirrored.scores)[:, None], plain.boxes, unmirrored)
-    assert clear.sum() >= 10
-    np.testing.assert_allclose(both.boxes[clear], expected[clear], atol=1e-3)
-    assert predictor.stats.backbone_images == 2 * (13 + 1)
-
-
 def test_short_clip_is_searched_as_far_as_it_goes(tiny_cfg: Config, tiny_model: nn.Module) -> None:
     decoded = random_frames(5, seed=4)
     query = crop_query("q", decoded, 9, tiny_cfg.model.input_size)
@@ -498,30 +476,64 @@ def test_bench_reports_one_backbone_pass_per_frame(capsys) -> None:
     assert all(r["searched_fps"] > 0 and r["peak_memory_mb"] >= 0 for r in report["runs"])
 
 
-def test_stage_options_reach_the_model_and_are_checked(tiny_cfg: Config, tiny_model: nn.Module) -> None:
-    """inference.num_stages / stage_mean change the scores as the model's forward_embedded does; a stage count the
-    model does not have, or either option on a model without stages, is a one-line error."""
+def test_stage_mean_reaches_the_model_and_is_checked(tiny_cfg: Config, tiny_model: nn.Module) -> None:
+    """inference.stage_mean scores with the mean of the stages' anchor logits, as the model's forward_embedded does;
+    on a model without stages it is a one-line error."""
     decoded = random_frames(6, seed=9)
     query = crop_query("q", decoded, 6, tiny_cfg.model.input_size)
     full = build_predictor(tiny_cfg, tiny_model).predict(iter(decoded), query)
-    tiny_cfg.inference.num_stages = tiny_cfg.model.num_stages
-    np.testing.assert_allclose(build_predictor(tiny_cfg, tiny_model).predict(iter(decoded), query).scores, full.scores)
-    tiny_cfg.inference.num_stages = 1
-    first = build_predictor(tiny_cfg, tiny_model).predict(iter(decoded), query)
-    tiny_cfg.inference.num_stages, tiny_cfg.inference.stage_mean = 0, True
+    tiny_cfg.inference.stage_mean = True
     mean = build_predictor(tiny_cfg, tiny_model).predict(iter(decoded), query)
     frames = prepare_frames(decoded, tiny_cfg.model.input_size, tiny_cfg.data.pad_value)[None]
     with torch.inference_mode():
         out = tiny_model(frames, query.image[None])
     logits = torch.stack([s["logits"] for s in out["stages"]])  # [K, 1, T, A]
-    expected_first = torch.sigmoid(logits[0].max(-1).values).flatten().numpy()
+    expected_full = torch.sigmoid(logits[-1].max(-1).values).flatten().numpy()
     expected_mean = torch.sigmoid(logits.mean(0).max(-1).values).flatten().numpy()
-    np.testing.assert_allclose(first.scores, expected_first, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(full.scores, expected_full, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(mean.scores, expected_mean, rtol=1e-4, atol=1e-5)
-    assert not np.allclose(first.scores, full.scores, atol=1e-4)
     assert not np.allclose(mean.scores, full.scores, atol=1e-4)
-    tiny_cfg.inference.num_stages, tiny_cfg.inference.stage_mean = tiny_cfg.model.num_stages + 1, False
-    with pytest.raises(PRVQLError, match=r"inference.num_stages: must be in \[0, "):
-        build_predictor(tiny_cfg, tiny_model)
     with pytest.raises(PRVQLError, match="no refinement stages"):
         Predictor(FixedOutputModel((0, 0, 1, 1)), num_frames=4, input_size=16, pad_value=0.5, stage_mean=True)
+
+
+def test_predict_resume_accepts_a_cache_from_before_a_key_removal(
+    dataset: dict, tiny_weights: Path, monkeypatch
+) -> None:
+    """A cache whose meta.json predates the removal of inference.flip_tta / num_stages (prvql.config.REMOVED_KEYS)
+    resumes when they held their neutral values (the scores were made as now), and is refused otherwise."""
+    assert _predict(dataset, tiny_weights)[0] == 0
+    meta_path = dataset["root"] / "pred.json.cache" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    for inference in (meta["fingerprint"]["inference"], meta["config"]["inference"]):
+        inference.update(flip_tta=False, num_stages=0)
+    meta_path.write_text(json.dumps(meta))
+    calls = []
+    original = Predictor._backbone
+    monkeypatch.setattr(
+        Predictor, "_backbone", lambda self, images: calls.append(len(images)) or original(self, images)
+    )
+    assert _predict(dataset, tiny_weights, "--resume")[0] == 0 and calls == []  # every score reused
+    meta["fingerprint"]["inference"]["flip_tta"] = True  # scores of the mirrored view: not reusable
+    meta_path.write_text(json.dumps(meta))
+    assert _predict(dataset, tiny_weights, "--resume")[0] == 2
+
+
+def test_predict_annotation_file_reports_what_it_wrote(dataset: dict, tiny_weights: Path) -> None:
+    """The library call behind `prvql predict`: its result is what the command prints; bad input names the field."""
+    from prvql.data.annotations import load_annotations
+    from prvql.infer.challenge import PredictionRun, predict_annotation_file
+    from prvql.infer.predictions import load_predictions
+
+    output = dataset["root"] / "lib.json"
+    done = predict_annotation_file(
+        dataset["annotations"], dataset["clips"], output, weights=tiny_weights, device="cpu", progress=False
+    )
+    assert done == PredictionRun(output, predicted=3, valid=6, failed_clips=["clipC"])
+    tracks = load_predictions(output, load_annotations(dataset["annotations"]))
+    assert {key for key, track in tracks.items() if len(track)} == {"a1_1", "a1_2", "a3_1"}
+    for kwargs, field in (({"max_clips": 0}, "max_clips"), ({"cache_dir": dataset["annotations"]}, "cache_dir")):
+        with pytest.raises(PRVQLError) as error:
+            predict_annotation_file(dataset["annotations"], dataset["clips"], dataset["root"] / "x.json", **kwargs)
+        assert error.value.field == field and "--" not in str(error.value)
+    assert not (dataset["root"] / "x.json").exists()

@@ -1,10 +1,9 @@
-"""Colour verification (inference.verification): descriptors, distances, re-scoring, the Predictor's wiring, the fit."""
+"""Colour verification (inference.verification): descriptors, distances, re-scoring, the Predictor's wiring (the
+fit of its coefficients: experiments/demo_model/tests/test_fit_verification.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from prvql.data.annotations import load_synthetic_occurrences
 from prvql.data.transforms import normalize_image, prepare_frames
 from prvql.errors import AnnotationError, PRVQLError
 from prvql.infer.predictor import build_predictor
-from prvql.infer.score_cache import FrameScores, ScoreCache
+from prvql.infer.score_cache import FrameScores
 from prvql.infer.verification import (
     colour_descriptors,
     colour_distance,
@@ -28,8 +27,6 @@ from prvql.infer.verification import (
     verified_scores,
 )
 from tests.infer.test_predictor import crop_query, random_frames
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def two_colour_image(size: int, left: tuple[float, float, float], right: tuple[float, float, float]) -> torch.Tensor:
@@ -87,16 +84,12 @@ def test_verified_scores() -> None:
     assert np.isfinite(verified_scores(np.array([0.0, 1.0]), np.zeros(2), 1.0, -1.0, 0.0)).all()
 
 
-@pytest.mark.parametrize("flip_tta", [False, True])
-def test_predictor_reports_the_distance_of_the_box_it_reports(
-    tiny_cfg: Config, tiny_model: nn.Module, flip_tta: bool
-) -> None:
-    """With overlapping windows (and the mirrored view) each frame's distance is that of its reported box,
+def test_predictor_reports_the_distance_of_the_box_it_reports(tiny_cfg: Config, tiny_model: nn.Module) -> None:
+    """With overlapping windows each frame's distance is that of its reported box,
     recomputed here from the model inputs; the scores are the plain ones re-scored with the configured coefficients."""
     decoded = random_frames(9, seed=4)
     query = crop_query("q", decoded, 9, tiny_cfg.model.input_size)
     tiny_cfg.inference.window_overlap = 3
-    tiny_cfg.inference.flip_tta = flip_tta
     plain = build_predictor(tiny_cfg, tiny_model).predict(iter(decoded), query)
     assert plain.colour_distances is None
     v = tiny_cfg.inference.verification
@@ -178,53 +171,3 @@ def test_load_synthetic_occurrences(tmp_path: Path) -> None:
     bad = synthetic_annotations(tmp_path / "bad.json", {"1": [1, "2"]})
     with pytest.raises(AnnotationError, match=r"bad.json: a_1.synthetic_occurrences: expected a list of frame"):
         load_synthetic_occurrences(bad)
-
-
-def test_fit_verification_recovers_the_coefficients(tmp_path: Path) -> None:
-    """Curves whose labels follow a known logistic model of (logit, distance): the fit finds its coefficients."""
-    rng = np.random.default_rng(0)
-    frames, queries = 20, 300
-    truth = (0.8, -0.15, 1.0)  # score_weight, colour_weight, bias
-    cache = ScoreCache(tmp_path / "cache")
-    cache.root.mkdir()
-    occurrences = {}
-    for q in range(queries):
-        logits = rng.normal(0, 2, frames)
-        distances = rng.uniform(0, 30, frames)
-        p = 1 / (1 + np.exp(-(truth[0] * logits + truth[1] * distances + truth[2])))
-        occurrences[str(q)] = [int(j) for j in np.flatnonzero(rng.random(frames) < p)]
-        scores = (1 / (1 + np.exp(-logits))).astype(np.float32)
-        cache.save(f"a_{q}", FrameScores(scores, np.zeros((frames, 4), np.float32), distances.astype(np.float32)))
-    annotations = synthetic_annotations(tmp_path / "vq.json", occurrences)
-    out = tmp_path / "fit.json"
-    run = subprocess.run(
-        [sys.executable, "scripts/fit_verification.py", "--annotations", annotations, "--cache", cache.root]
-        + ["--out", out],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0, run.stderr
-    fitted = json.loads(run.stdout.splitlines()[0])
-    assert fitted["queries"] == queries and fitted["frames"] == queries * frames
-    assert fitted["score_weight"] == pytest.approx(truth[0], abs=0.08)
-    assert fitted["colour_weight"] == pytest.approx(truth[1], abs=0.02)
-    assert fitted["bias"] == pytest.approx(truth[2], abs=0.25)
-    assert "--set inference.verification.enabled=true" in run.stdout
-    assert json.loads(out.read_text()) == fitted
-
-
-def test_fit_verification_needs_colour_distances(tmp_path: Path) -> None:
-    cache = ScoreCache(tmp_path / "cache")
-    cache.root.mkdir()
-    cache.save("a_1", FrameScores(np.full(20, 0.5, np.float32), np.zeros((20, 4), np.float32)))
-    annotations = synthetic_annotations(tmp_path / "vq.json", {"1": [3, 4]})
-    run = subprocess.run(
-        [sys.executable, "scripts/fit_verification.py", "--annotations", annotations, "--cache", cache.root],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 2
-    assert "a_1.npz: no colour distances (predict with inference.verification.enabled=true)" in run.stderr
-    assert "Traceback" not in run.stderr

@@ -1,6 +1,6 @@
 """The authors' checkpoints: detection, key mapping, ``prvql convert``, ``prvql.load_model`` and the refusals.
 
-Checkpoints are built here from the key/shape tables (``tests/released_tables.py``) with tiny widths; the layers
+Checkpoints are built here from the key/shape tables (:mod:`prvql.model.released_layout`) with tiny widths; the layers
 the released code builds from ``torch.nn`` (decoder/encoder layers, multi-head attention) are run on the released
 tensors to check that each mapped module computes what the released one does.
 """

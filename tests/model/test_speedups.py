@@ -103,23 +103,15 @@ def test_fused_model_has_no_batch_norm_and_refuses_training(reference: tuple) ->
         model.train()
 
 
-def test_fewer_stages_and_stage_mean_read_the_stages_of_the_full_forward(reference: tuple) -> None:
-    """``num_stages=k`` reports stage k of the training forward (later stages are not run); ``stage_mean`` averages
-    the run stages' anchor logits and keeps the last run stage's boxes."""
+def test_stage_mean_reads_the_stages_of_the_full_forward(reference: tuple) -> None:
+    """``stage_mean`` averages the stages' anchor logits of the training forward and keeps the last stage's boxes."""
     model, frames, query, expected = reference
     b, t = frames.shape[:2]
     stages = expected["stages"]
     assert len(stages) == len(model.stages) >= 2
     with torch.no_grad():
         video = model.embed(frames.flatten(0, 1)).view(b, t, -1, *model.embed(query).shape[-2:])
-        embedded_query = model.embed(query)
-        for k in range(1, len(stages) + 1):
-            out = model.forward_embedded(video, embedded_query, num_stages=k)
-            assert _largest_difference(out, stages[k - 1]) <= TOLERANCE
-            mean = model.forward_embedded(video, embedded_query, num_stages=k, stage_mean=True)
-            averaged = {"logits": torch.stack([s["logits"] for s in stages[:k]]).mean(0)}
-            averaged["boxes"] = stages[k - 1]["boxes"]
-            assert _largest_difference(mean, averaged) <= TOLERANCE
-        assert (stages[0]["logits"] - stages[-1]["logits"]).abs().max() > 0.1  # the stages really differ
-        with pytest.raises(ValueError, match="num_stages"):
-            model.forward_embedded(video, embedded_query, num_stages=len(stages) + 1)
+        mean = model.forward_embedded(video, model.embed(query), stage_mean=True)
+    averaged = {"logits": torch.stack([s["logits"] for s in stages]).mean(0), "boxes": stages[-1]["boxes"]}
+    assert _largest_difference(mean, averaged) <= TOLERANCE
+    assert (stages[0]["logits"] - stages[-1]["logits"]).abs().max() > 0.1  # the stages really differ

@@ -28,7 +28,7 @@ def run_command(module, argv: list[str]) -> int:
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth")
-    argv = ["--out", str(root), "--clips", "3", "--frames", str(FRAMES), "--seed", "7", "--no-progress"]
+    argv = ["--output", str(root), "--clips", "3", "--frames", str(FRAMES), "--seed", "7", "--no-progress"]
     assert run_command(synth_command, argv) == 0
     return root
 
@@ -68,7 +68,7 @@ def test_clips_are_every_sixth_canonical_frame(synth_root: Path) -> None:
 
 def test_extraction_rerun_skips_valid_clips(synth_root: Path, capsys: pytest.CaptureFixture) -> None:
     argv = ["extract-clips", "--annotations", str(synth_root / "vq_train.json"), str(synth_root / "vq_val.json"),
-            "--videos", str(synth_root / "videos"), "--out", str(synth_root / "clips"), "--no-progress"]  # fmt: skip
+            "--videos", str(synth_root / "videos"), "--output", str(synth_root / "clips"), "--no-progress"]  # fmt: skip
     assert run_command(data_command, argv) == 0
     assert "3 clips: 0 written, 3 already valid, 0 failed" in capsys.readouterr().out
 
@@ -87,7 +87,7 @@ def test_extraction_rerun_skips_valid_clips(synth_root: Path, capsys: pytest.Cap
     ],
 )
 def test_synth_bad_options_exit_2(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
-    assert main(["synth", "--out", str(tmp_path / "out"), "--clips", "1", "--no-progress", *argv]) == 2
+    assert main(["synth", "--output", str(tmp_path / "out"), "--clips", "1", "--no-progress", *argv]) == 2
     assert capsys.readouterr().err.strip() == f"prvql: error: {message}"
     assert not (tmp_path / "out").exists()
 
@@ -108,7 +108,7 @@ def test_synth_bad_options_exit_2(tmp_path: Path, capsys, argv: list[str], messa
 def test_data_bad_options_exit_2(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
     step, *rest = argv
     out = tmp_path / "out"
-    assert main(["data", step, "--annotations", str(tmp_path / "none.json"), "--out", str(out), *rest]) == 2
+    assert main(["data", step, "--annotations", str(tmp_path / "none.json"), "--output", str(out), *rest]) == 2
     assert capsys.readouterr().err.strip() == f"prvql: error: {message}"
     assert not out.exists()
 
@@ -137,7 +137,7 @@ def test_held_out_imagery_is_disjoint() -> None:
 
 def test_clips_only_writes_the_same_episodes_without_canonical_videos(synth_root: Path, tmp_path: Path) -> None:
     """`--clips-only` renders just the clip frames: same annotations, same pixels (up to one less H.264 pass)."""
-    argv = ["--out", str(tmp_path), "--clips", "3", "--frames", str(FRAMES), "--seed", "7", "--no-progress"]
+    argv = ["--output", str(tmp_path), "--clips", "3", "--frames", str(FRAMES), "--seed", "7", "--no-progress"]
     assert run_command(synth_command, [*argv, "--clips-only"]) == 0
     assert not (tmp_path / "videos").exists()
     for split in ("train", "val"):

@@ -1,5 +1,5 @@
 """model.backbone.finetune_stages: the demo backbone's last stages train with the model and travel in its weights
-(scripts/resize_weights.py adding them to an init file: tests/test_resize_weights.py)."""
+(experiments/demo_model/resize_weights.py adding them to an init file: its tests are beside it)."""
 
 from __future__ import annotations
 

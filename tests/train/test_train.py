@@ -304,8 +304,9 @@ def test_resume_and_overwrite_guards(synth_root: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="checkpoint.pt: checkpoint not found"):
         fit(cfg, tmp_path, resume=True, device="cpu")
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(ConfigError, match="already holds checkpoint.pt; resume from it") as error:
         fit(cfg, tmp_path, device="cpu")
+    assert error.value.field == "run_dir"  # `prvql train` names its --output
     with pytest.raises(CheckpointError, match="checkpoint.pt: not a readable checkpoint"):
         fit(cfg, tmp_path, resume=True, device="cpu")
 

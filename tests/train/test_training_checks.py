@@ -1,4 +1,4 @@
-"""Training correctness (issue 10): SKG in float32 under autocast, QFR normalisation, AKG keep rates, global batch,
+"""Training correctness: SKG in float32 under autocast, QFR normalisation, AKG keep rates, global batch,
 the weights_best rule and range checks of every training value."""
 
 from __future__ import annotations

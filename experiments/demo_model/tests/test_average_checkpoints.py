@@ -1,4 +1,4 @@
-"""scripts/average_checkpoints.py: the key-wise mean of one run's checkpoints, refused across models."""
+"""experiments/demo_model/average_checkpoints.py: the key-wise mean of one run's checkpoints, refused across models."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from prvql.config import Config, apply_overrides, config_to_dict
 from prvql.model import build_prvql
 from prvql.weights_file import load_trainable_state, load_weights_config, save_weights, trainable_state_dict
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "average_checkpoints.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "average_checkpoints.py"
 
 
 def _checkpoint(path: Path, cfg: Config, iteration: int, seed: int) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""benchmarks/plot_frame_roc.py: ROC points whose area is the AUROC, and the plot from score caches."""
+"""experiments/demo_model/plot_frame_roc.py: ROC points whose area is the AUROC, and the plot from score caches."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.demo_model.demo_heldout import METRICS, auroc, markdown
+from experiments.demo_model.plot_frame_roc import roc_points
 from prvql.infer.score_cache import FrameScores, ScoreCache
 from tests.infer.test_verification import synthetic_annotations
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-
-from demo_heldout import auroc  # noqa: E402
-from plot_frame_roc import roc_points  # noqa: E402
+ROOT = Path(__file__).resolve().parents[3]  # the repository
+SCRIPT = [sys.executable, "-m", "experiments.demo_model.plot_frame_roc"]
 
 
 def test_roc_points_enclose_the_auroc() -> None:
@@ -38,25 +37,25 @@ def test_plot_from_caches(tmp_path: Path) -> None:
         cache.save(key, FrameScores(np.linspace(0, 1, 10, dtype=np.float32), np.zeros((10, 4), np.float32)))
     out = tmp_path / "roc.png"
     run = subprocess.run(
-        [sys.executable, "plot_frame_roc.py", "--annotations", annotations, "--cache", f"m={cache.root}", "--out", out],
-        cwd=BENCHMARKS,
+        [*SCRIPT, "--annotations", annotations, "--cache", f"m={cache.root}", "--out", out],
+        cwd=ROOT,
         capture_output=True,
         text=True,
     )
     assert run.returncode == 0, run.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run(
-        [sys.executable, "plot_frame_roc.py", "--annotations", annotations, "--cache", "nolabel", "--out", out],
-        cwd=BENCHMARKS,
+        [*SCRIPT, "--annotations", annotations, "--cache", "nolabel", "--out", out],
+        cwd=ROOT,
         capture_output=True,
         text=True,
     )
     assert bad.returncode == 2 and "expected LABEL=DIR" in bad.stderr and "Traceback" not in bad.stderr
     (tmp_path / "bad.json").write_text("{not json")
     broken = subprocess.run(
-        [sys.executable, "plot_frame_roc.py", "--annotations", tmp_path / "bad.json", "--cache", f"m={cache.root}"]
+        [*SCRIPT, "--annotations", tmp_path / "bad.json", "--cache", f"m={cache.root}"]
         + ["--out", tmp_path / "other.png"],
-        cwd=BENCHMARKS,
+        cwd=ROOT,
         capture_output=True,
         text=True,
     )
@@ -66,8 +65,6 @@ def test_plot_from_caches(tmp_path: Path) -> None:
 
 def test_demo_heldout_summary_counts_both_seed_criteria() -> None:
     """The summary table counts official successes (stIoU >= 0.05) and overlaps (stIoU > 0, issue 11's criterion)."""
-    from demo_heldout import METRICS, markdown
-
     row = dict.fromkeys(METRICS, 0.0) | {"frame_auroc_pooled": 0.5, "frame_auroc_mean_per_query": 0.5}
     demo = [
         {"seed": s, "object": "o", "truth": [1, 2], "predicted": [1, 2], "tiou": 0.5, "stiou": stiou, "success": ok}

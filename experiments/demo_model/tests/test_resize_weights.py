@@ -1,8 +1,8 @@
-"""scripts/resize_weights.py: an init file for another input size keeps what fits and resizes the position grids."""
+"""experiments/demo_model/resize_weights.py: an init file for another input size keeps what fits and resizes the
+position grids."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -10,15 +10,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from experiments.demo_model import resize_weights
 from prvql.config import Config, apply_overrides, load_config
 from prvql.model import build_prvql
 from prvql.weights_file import load_weights, trainable_state_dict
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "resize_weights.py"
-spec = importlib.util.spec_from_file_location("resize_weights", SCRIPT)
-resize_weights = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(resize_weights)
+SCRIPT = Path(resize_weights.__file__)
 
 
 def test_position_grids_are_resized_frame_by_frame() -> None:

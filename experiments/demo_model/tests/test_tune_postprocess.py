@@ -1,8 +1,8 @@
-"""benchmarks/tune_postprocess.py: the grid search over cached score curves picks the setting the metrics favour."""
+"""experiments/demo_model/tune_postprocess.py: the grid search over cached score curves picks the setting the
+metrics favour (and compare_grids.py, crop_sightings.py on its outputs)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,13 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from experiments.demo_model import compare_grids, tune_postprocess
 from prvql.infer.score_cache import FrameScores, ScoreCache
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "benchmarks" / "tune_postprocess.py"
-spec = importlib.util.spec_from_file_location("tune_postprocess", SCRIPT)
-tune_postprocess = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tune_postprocess)
+LAB = Path(__file__).resolve().parents[1]  # experiments/demo_model
+SCRIPT = LAB / "tune_postprocess.py"
 
 BOX = [10.0, 10.0, 50.0, 50.0]
 
@@ -134,10 +132,7 @@ def test_after_visual_crop_reaches_the_sighting_after_the_crop(tmp_path: Path) -
 
 
 def test_compare_grids_rescores_every_grid_against_the_best_of_all(tmp_path: Path) -> None:
-    compare = ROOT / "benchmarks" / "compare_grids.py"
-    cspec = importlib.util.spec_from_file_location("compare_grids", compare)
-    compare_grids = importlib.util.module_from_spec(cspec)
-    cspec.loader.exec_module(compare_grids)
+    compare = LAB / "compare_grids.py"
 
     def row(kernel: int, stap: float, success: float) -> dict:
         metrics = dict.fromkeys(compare_grids.METRICS, 0.0) | {"stAP25": stap, "success": success}
@@ -173,7 +168,7 @@ def test_crop_sightings_counts_tracks_on_the_crop_and_on_the_truth(tmp_path: Pat
     from prvql.infer.predictions import write_predictions
     from prvql.metrics.structures import ResponseTrack
 
-    script = ROOT / "benchmarks" / "crop_sightings.py"
+    script = LAB / "crop_sightings.py"
     annotations_path, _ = _files(tmp_path)
     data = json.loads(annotations_path.read_text())
     data["videos"][0]["clips"][0]["annotations"][0]["query_sets"]["2"]["visual_crop"]["frame_number"] = 5

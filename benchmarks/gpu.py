@@ -1,32 +1,28 @@
-"""GPU readiness check: throughput, bf16 vs fp32, torch.compile, peak memory and one training step, as JSON.
+"""The accelerator sections of ``python -m benchmarks``: throughput per batch, dtype and compile mode, bf16 vs fp32.
 
 Random weights (no file is read; the heads' output layers, initialised near zero, are redrawn with std 0.05 so
-that logits and boxes vary and the bf16 comparison means something). For 1..8 windows per batch it times the
-backbone (frames embedded per second) and the refinement stages (searched frames per second) in fp32 and bf16
-autocast, with ``torch.compile`` off and on; compares bf16 with fp32 (largest logit and box difference on the
-same windows, and whether the response tracks of a few generated clips come out the same); records peak memory;
-and times one training iteration of the paper configuration (forward, losses, backward, AdamW step).
+that logits and boxes vary and the bf16 comparison means something).
 
-    bash benchmarks/gpu_check.sh                                # one GPU, paper config, < 8 minutes
-    python benchmarks/gpu_check.py --device cpu --quick --output check.json   # plumbing only (CI)
+- ``throughput``: for 1, 2, 4, 8 windows per batch, the backbone (frames embedded per second) and the refinement
+  stages (searched frames per second) in fp32 and bf16 autocast, with ``torch.compile`` off and on
+  (``--no-compile`` skips it), and the peak memory of each row (CUDA).
+- ``bf16_vs_fp32``: the largest logit and box difference on the same two windows, and whether the response tracks
+  of 4 generated clips come out the same.
 
-``--quick`` uses the tiny config, batches 1-2 and no compilation, so it runs in seconds on a CPU.
+``--quick`` uses the tiny config, batches 1-2, 2 clips and no compilation, so it runs in seconds on a CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
-from bench_train_step import RandomTrainStep
 
 from prvql.config import load_config
 from prvql.infer.postprocess import build_postprocessor
@@ -35,7 +31,7 @@ from prvql.model import build_prvql
 from prvql.model.head import AnchorHead
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     try:
@@ -60,7 +56,7 @@ def _reset_peak(device: torch.device) -> None:
 def _peak_mb(device: torch.device) -> float | None:
     if device.type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return None  # CPU: see `prvql bench` for resident-set peaks
+    return None  # CPU: the `inference` and `window_memory` sections measure resident-set peaks
 
 
 def _time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
@@ -153,59 +149,25 @@ def bf16_agreement(model, cfg, device: torch.device, clips: int) -> dict:
     }
 
 
-def training_step(cfg, device: torch.device, repeats: int) -> dict:
-    """Seconds of one training iteration (batch ``train.batch_size``; bf16 autocast on CUDA as in training)."""
-    b = cfg.train.batch_size
-    bf16 = cfg.train.bf16 and device.type == "cuda"
-    step = RandomTrainStep(cfg, device, b, bf16)
-    _reset_peak(device)
-    seconds = _time(step, device, repeats)
-    return {"batch_size": b, "bf16": bf16, "seconds_per_step": round(seconds, 4), "peak_memory_mb": _peak_mb(device)}
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--config", default=None, help="default: prvql_vitb14 (tiny with --quick)")
-    parser.add_argument("--quick", action="store_true", help="tiny config, batches 1-2, no compile (CI plumbing)")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
-    parser.add_argument("--output", type=Path, help="write the JSON here")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    cfg = load_config(args.config or ("tiny" if args.quick else "prvql_vitb14"), ["model.backbone.weights=null"])
-    batches = [1, 2] if args.quick else [1, 2, 4, 8]
-    compile_modes = [False] if args.quick or args.no_compile else [False, True]
-    repeats = 1 if args.quick else 3
+def paper_model(cfg, device: torch.device) -> torch.nn.Module:
+    """A model of ``cfg`` with random weights, head outputs redrawn (std 0.05), batch norms folded, on ``device``."""
     torch.manual_seed(0)
-    started = time.perf_counter()
     model = build_prvql(cfg.model)
     for head in (m for m in model.modules() if isinstance(m, AnchorHead)):
         for conv in (head.cls_out, head.reg_out):
             torch.nn.init.normal_(conv.weight, std=0.05)
-    model = model.to(device).fuse_for_inference()
-    result = {
-        "device": _device_name(device),
-        "torch": torch.__version__,
-        "config": args.config or ("tiny" if args.quick else "prvql_vitb14"),
-        "backbone": cfg.model.backbone.name,
-        "input_size": cfg.model.input_size,
-        "window_frames": cfg.model.num_frames,
-        "stages": cfg.model.num_stages,
-        "torch_threads": torch.get_num_threads(),
-        "throughput": throughput(model, cfg, device, batches, compile_modes, repeats),
-        "bf16_vs_fp32": bf16_agreement(copy.deepcopy(model), cfg, device, clips=2 if args.quick else 4),
-        "training_step": training_step(cfg, device, repeats),
-    }
-    result["wall_seconds"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.output.with_suffix(args.output.suffix + ".tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(args.output)
-    return result
+    return model.to(device).fuse_for_inference()
 
 
-if __name__ == "__main__":
-    main()
+def bench_throughput(args: argparse.Namespace) -> list[dict]:
+    cfg = load_config(args.config, ["model.backbone.weights=null"])
+    batches = [1, 2] if args.quick else [1, 2, 4, 8]
+    compile_modes = [False] if args.quick or args.no_compile else [False, True]
+    model = paper_model(cfg, args.torch_device)
+    return throughput(model, cfg, args.torch_device, batches, compile_modes, repeats=1 if args.quick else 3)
+
+
+def bench_bf16_vs_fp32(args: argparse.Namespace) -> dict:
+    cfg = load_config(args.config, ["model.backbone.weights=null"])
+    model = paper_model(cfg, args.torch_device)
+    return bf16_agreement(model, cfg, args.torch_device, clips=2 if args.quick else 4)

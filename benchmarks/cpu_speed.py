@@ -1,10 +1,12 @@
-"""All the speed measurements this machine can run, as ratios measured interleaved in one run (prints JSON).
+"""The CPU speed sections of ``python -m benchmarks``: ratios measured interleaved in one run.
 
-Sections (``--sections``, all by default), each timing its variants in alternating rounds and reporting the
-median and range of each, so that a machine whose speed drifts still gives fair ratios:
+Each section times its variants in alternating rounds (the order rotated every round, after a warm-up) and reports
+the median and range of each, so that a machine whose speed drifts still gives fair ratios. Random weights
+everywhere (heads' output layers redrawn with std 0.05 so that outputs vary). With ``--quick`` every section runs
+at toy sizes (6-frame windows at 112 px, one ViT block, one round): plumbing only, no number to quote.
 
-- ``backbone``: a plain timm DINOv2 ViT-B/14 (``forward_features``) against prvql's backbone, 448 px, random
-  weights, ``--images`` images per call.
+- ``backbone``: a plain timm DINOv2 ViT-B/14 (``forward_features``) against prvql's backbone, 448 px, ``--images``
+  images per call.
 - ``stages``: everything after the backbone for one paper-size window (30 frames, 32x32 ViT-B features) of
   ``prvql_vitb14`` and ``vqloc_vitb14``, before and after each exact speed-up, cumulatively: the plain path
   (full masked temporal attention, batch norms, ``forward_features`` reducing channels inside and decoding every
@@ -13,8 +15,7 @@ median and range of each, so that a machine whose speed drifts still gives fair 
   Predictor's path). Also the bf16-autocast approximation on the CPU (speed and the largest output difference).
 - ``queries``: the Predictor end to end on one 30-frame window with Q = 1 and Q = 3 queries, before (the plain
   model through ``forward_features``) and after, against the bound ``backbone + Q x stages``; the backbone is cut
-  to ``--queries-depth`` blocks so that it fits a CPU run. With ``backbone`` and ``stages`` too, the full-depth
-  end to end per query is also composed from the parts (superseded by ``e2e``, which measures it directly).
+  to ``--queries-depth`` blocks so that it fits a CPU run.
 - ``e2e``: end to end, measured directly: one paper-size window (30 frames of 540x720 + one query crop, 448 px,
   ViT-B/14 cut to ``--e2e-depth`` blocks, all 12 by default, 2 torch threads) per FRESH process, the variants
   alternating round by round (order rotated): ``reference`` = the VQLoC configuration as a plain program runs it
@@ -24,15 +25,9 @@ median and range of each, so that a machine whose speed drifts still gives fair 
   ``prvql_default_malloc`` = ``prvql_cli`` with ``PRVQL_MALLOC=default``. Each process warms up on one image
   through its backbone and one stage call of a tiny model of the same preset, so lazy initialisation is not timed
   but the window's large buffers are first touched in the timed call, as in a real run.
-- ``allocator``: one backbone call (ViT-B/14 at 448 px cut to ``--alloc-depth`` blocks, ``--alloc-images``
-  images: buffers of 25-100 MB, above glibc's 32 MB dynamic mmap limit, as in a 30-frame window) in fresh
-  processes alternating glibc's default malloc and prvql's settings (prvql/allocator.py): wall time, minor page
-  faults, system time, peak RSS.
 - ``decode``: a generated 1080p 30 fps H.264 video of ``--video-seconds``: decoding at 5 fps (PyAV threading
   AUTO / SLICE / off), preprocessing, ``locate`` end to end with the shipped demo model, and ``locate_video``
   (search + the three outputs, as ``prvql locate``) decoding once (frames kept for ``track.mp4``) or twice.
-
-    PYTHONPATH=. python benchmarks/run_all.py --output benchmarks/results/cpu.json
 """
 
 from __future__ import annotations
@@ -41,7 +36,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -59,7 +53,10 @@ from prvql.model import build_prvql
 from prvql.model.head import AnchorHead
 from prvql.model.temporal import MaskedSpatioTemporalAttention
 
-SECTIONS = ("backbone", "stages", "queries", "allocator", "decode", "e2e")
+QUICK = ["model.num_frames=6", "model.input_size=112", "model.backbone.depth=1"]  # --quick: toy windows
+QUICK_FRAME_SIZE = (60, 80)
+E2E_FRAME_SIZE = (540, 720)  # Ego4D clips' frames (height, width)
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 
 
 def interleaved(variants: dict[str, Callable[[], object]], rounds: int, warm_all: bool = True) -> dict[str, dict]:
@@ -131,20 +128,25 @@ def bench_backbone(args: argparse.Namespace) -> dict:
 
     from prvql.model.backbone import DINOv2Backbone
 
+    size, depth = (112, 1) if args.quick else (448, None)
     torch.manual_seed(0)
-    plain = timm.create_model("vit_base_patch14_dinov2", pretrained=False, num_classes=0, img_size=448).eval()
-    ours = DINOv2Backbone("b").eval()
-    images = torch.randn(args.images, 3, 448, 448)
+    kwargs = {} if depth is None else {"depth": depth}
+    plain = timm.create_model("vit_base_patch14_dinov2", pretrained=False, num_classes=0, img_size=size, **kwargs)
+    plain, ours = plain.eval(), DINOv2Backbone("b", depth=depth).eval()
+    images = torch.randn(args.images, 3, size, size)
     with torch.inference_mode():
-        result = interleaved({"timm_vit": lambda: plain.forward_features(images), "ours": lambda: ours(images)}, 3)
+        result = interleaved(
+            {"timm_vit": lambda: plain.forward_features(images), "ours": lambda: ours(images)}, args.rounds
+        )
+    result["input_size"] = size
     result["ours_vs_timm_time"] = ratio(result["ours"], result["timm_vit"])
     result["seconds_per_image"] = {k: round(result[k]["median_s"] / args.images, 4) for k in ("timm_vit", "ours")}
     return result
 
 
-def stages_of(name: str, rounds: int) -> dict:
+def stages_of(name: str, rounds: int, overrides: list[str]) -> dict:
     """The ``stages`` section for one preset."""
-    cfg, model = paper_model(name)
+    cfg, model = paper_model(name, overrides)
     t, grid = cfg.model.num_frames, cfg.model.input_size // 14
     torch.manual_seed(1)
     frame_feats = torch.randn(1, t, 768, grid, grid)
@@ -171,7 +173,7 @@ def stages_of(name: str, rounds: int) -> dict:
         variants = ["plain", "banded", "fused", "reduction", "embedded"]
         timings = interleaved({v: (lambda v=v: run(v)) for v in variants}, rounds)
         bf16 = interleaved(
-            {"embedded_fp32": lambda: run("embedded"), "embedded_bf16": lambda: run("embedded", True)}, 2
+            {"embedded_fp32": lambda: run("embedded"), "embedded_bf16": lambda: run("embedded", True)}, rounds
         )
         reference, optimised, approx = run("plain"), run("embedded"), run("embedded", bf16=True)
         exact = max((optimised[k] - reference[k]).abs().max().item() for k in ("logits", "boxes"))
@@ -201,7 +203,8 @@ def stages_of(name: str, rounds: int) -> dict:
 
 
 def bench_stages(args: argparse.Namespace) -> dict:
-    out = {name: stages_of(name, args.rounds) for name in ("prvql_vitb14", "vqloc_vitb14")}
+    overrides = QUICK if args.quick else []
+    out = {name: stages_of(name, args.rounds, overrides) for name in ("prvql_vitb14", "vqloc_vitb14")}
     p, v = out["prvql_vitb14"], out["vqloc_vitb14"]
     out["prvql_after_vs_vqloc_before_time"] = round(
         (p["embedded"]["median_s"] + p["reduction"]["median_s"]) / v["plain"]["median_s"], 3
@@ -215,12 +218,13 @@ def bench_stages(args: argparse.Namespace) -> dict:
 
 
 def bench_queries(args: argparse.Namespace) -> dict:
-    from prvql.commands.bench import _clip
+    from prvql.infer.benchmark import random_clip
     from prvql.infer.predictor import ClipQuery, PredictorStats, build_predictor
 
-    cfg, model = paper_model(
-        "prvql_vitb14", [f"model.backbone.depth={args.queries_depth}", "inference.windows_per_batch=1"]
-    )
+    depth = 1 if args.quick else args.queries_depth
+    overrides = [*(QUICK if args.quick else []), f"model.backbone.depth={depth}", "inference.windows_per_batch=1"]
+    cfg, model = paper_model("prvql_vitb14", overrides)
+    frame_size = QUICK_FRAME_SIZE if args.quick else E2E_FRAME_SIZE
     t, s = cfg.model.num_frames, cfg.model.input_size
     before = build_predictor(cfg, Plain(set_banded(copy.deepcopy(model), False)))
     after = build_predictor(cfg, set_banded(model, True).fuse_for_inference())
@@ -231,7 +235,7 @@ def bench_queries(args: argparse.Namespace) -> dict:
     def run(name: str, predictor, q: int) -> None:
         predictor.stats = PredictorStats()
         start = time.perf_counter()
-        predictor.predict_clip(_clip(t, 540, 720), [ClipQuery(f"q{i}", images[i], t) for i in range(q)])
+        predictor.predict_clip(random_clip(t, *frame_size), [ClipQuery(f"q{i}", images[i], t) for i in range(q)])
         wall, st = time.perf_counter() - start, predictor.stats
         per_query = st.stage_seconds / q
         calls.setdefault(name, []).append(
@@ -247,10 +251,10 @@ def bench_queries(args: argparse.Namespace) -> dict:
     pairs = (("before", before), ("after", after))
     variants = {f"{n}_q{q}": (lambda n=n, p=p, q=q: run(f"{n}_q{q}", p, q)) for n, p in pairs for q in (1, 3)}
     calls.clear()
-    timings = interleaved(variants, args.queries_rounds, warm_all=False)
-    out = {"backbone_depth": args.queries_depth, "frames": t, **timings}
+    timings = interleaved(variants, args.rounds, warm_all=False)
+    out = {"backbone_depth": depth, "frames": t, **timings}
     for name, runs in calls.items():
-        runs = runs[-args.queries_rounds :]  # the timed calls (not the warm-up)
+        runs = runs[-args.rounds :]  # the timed calls (not the warm-up)
 
         def med(key: str, runs=runs) -> float:
             return round(statistics.median(r[key] for r in runs), 3)
@@ -270,28 +274,11 @@ def bench_queries(args: argparse.Namespace) -> dict:
     return out
 
 
-ALLOCATOR_CHILD = """
-import resource, sys, time, torch
-from prvql.allocator import tune_allocator
-if sys.argv[1] == "tuned": assert tune_allocator()
-from prvql.model.backbone import DINOv2Backbone
-torch.manual_seed(0)
-model = DINOv2Backbone("b", depth=int(sys.argv[3])).eval()
-images = torch.randn(int(sys.argv[2]), 3, 448, 448)
-with torch.inference_mode():
-    model(images[:1])
-    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    model(images)
-    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
-print(wall, after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime, after.ru_maxrss / 1024)
-"""
-
-
 def fresh_processes(child: str, modes: list[str], rounds: int, argv: list[str], env: dict | None = None) -> dict:
     """Run ``python -c child MODE *argv`` in a fresh process per mode and round, the order rotated each round, with
     glibc's malloc variables removed from the environment (plus ``env[mode]``); mode -> the stdout of each run."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    base["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    base["PYTHONPATH"] = str(ROOT)
     outputs: dict[str, list[str]] = {mode: [] for mode in modes}
     for r in range(rounds):
         for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:
@@ -299,26 +286,10 @@ def fresh_processes(child: str, modes: list[str], rounds: int, argv: list[str], 
             cmd = [sys.executable, "-c", child, mode, *argv]
             done = subprocess.run(cmd, env={**base, **(env or {}).get(mode, {})}, capture_output=True, text=True)
             if done.returncode:
-                sys.exit(f"run_all.py: {mode} (round {r + 1}) failed:\n{done.stderr[-4000:]}")
+                sys.exit(f"benchmarks: {mode} (round {r + 1}) failed:\n{done.stderr[-4000:]}")
             outputs[mode].append(done.stdout)
             print(f"round {r + 1}/{rounds} {mode}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     return outputs
-
-
-def bench_allocator(args: argparse.Namespace) -> dict:
-    outputs = fresh_processes(ALLOCATOR_CHILD, ["default", "tuned"], 2, [str(args.alloc_images), str(args.alloc_depth)])
-    result = {}
-    for mode, runs in outputs.items():
-        walls, faults, system, rss = zip(*([float(x) for x in out.split()] for out in runs), strict=True)
-        result[mode] = {
-            **summary(list(walls)),
-            "minor_faults": int(statistics.median(faults)),
-            "system_s": round(statistics.median(system), 2),
-            "peak_rss_mb": round(statistics.median(rss)),
-        }
-    result["tuned_vs_default_time"] = ratio(result["tuned"], result["default"])
-    result["memory_cost_mb"] = result["tuned"]["peak_rss_mb"] - result["default"]["peak_rss_mb"]
-    return result
 
 
 E2E_VARIANTS = ["reference", "prvql_cli", "prvql_default_malloc", "vqloc_cli"]
@@ -326,13 +297,11 @@ E2E_CHILD = """
 import sys
 from prvql.allocator import tune_allocator
 tuned = sys.argv[1] != "reference" and tune_allocator()  # as prvql/cli.py does, before torch loads
-sys.path.insert(0, sys.argv[3])
-from run_all import e2e_window
-e2e_window(sys.argv[1], int(sys.argv[2]), tuned)
+from benchmarks.cpu_speed import e2e_window
+e2e_window(sys.argv[1], int(sys.argv[2]), sys.argv[3] == "quick", tuned)
 """
-E2E_FRAME_SIZE = (540, 720)  # Ego4D clips' frames (height, width)
 E2E_THREADS = 2
-E2E_TINY = ["model.num_frames=6", "model.input_size=112", "model.backbone.depth=1"]  # the warm-up's stage call
+E2E_TINY = QUICK  # the e2e processes' warm-up: one stage call of a toy model of the same preset
 
 
 class TimmViT(nn.Module):
@@ -364,11 +333,13 @@ def rusage_delta(before, after) -> dict:
     }
 
 
-def reference_window(preset: str, overrides: list[str], depth: int) -> tuple[Callable, Callable]:
+def reference_window(
+    preset: str, overrides: list[str], depth: int, frame_size: tuple[int, int]
+) -> tuple[Callable, Callable]:
     """``reference``'s (warm_up, window): a plain timm ViT on query + frames in one call, then the preset's stage in
     its plain form (full masked temporal attention, batch norms, channel reduction inside ``forward_features``)."""
-    from prvql.commands.bench import _clip
     from prvql.data.transforms import prepare_frames
+    from prvql.infer.benchmark import random_clip
     from prvql.model.head import top_boxes
 
     cfg = load_config(preset, ["model.backbone.weights=null", *overrides])
@@ -378,7 +349,7 @@ def reference_window(preset: str, overrides: list[str], depth: int) -> tuple[Cal
     channels, tiny_grid = TimmViT.out_channels, tiny.grid_size
 
     def prepare(n: int) -> torch.Tensor:
-        return prepare_frames(torch.from_numpy(np.stack(list(_clip(n, *E2E_FRAME_SIZE)))), size, pad, released)
+        return prepare_frames(torch.from_numpy(np.stack(list(random_clip(n, *frame_size)))), size, pad, released)
 
     def warm_up(query: torch.Tensor) -> None:
         model.extract_features(query[None])
@@ -400,10 +371,10 @@ def reference_window(preset: str, overrides: list[str], depth: int) -> tuple[Cal
     return warm_up, window
 
 
-def cli_window(preset: str, overrides: list[str]) -> tuple[Callable, Callable]:
+def cli_window(preset: str, overrides: list[str], frame_size: tuple[int, int]) -> tuple[Callable, Callable]:
     """``*_cli``'s (warm_up, window): the preset as ``prvql predict``/``locate`` run it, batch norms folded (as
     ``load_inference_model``) and the Predictor embedding once per clip."""
-    from prvql.commands.bench import _clip
+    from prvql.infer.benchmark import random_clip
     from prvql.infer.predictor import ClipQuery, PredictorStats, build_predictor
 
     cfg, model = paper_model(preset, overrides)
@@ -415,30 +386,31 @@ def cli_window(preset: str, overrides: list[str]) -> tuple[Callable, Callable]:
     def warm_up(query: torch.Tensor) -> None:
         model.embed(query[None])
         tiny_query = ClipQuery("q", torch.zeros(3, tiny_size, tiny_size), tiny_t)
-        tiny_predictor.predict_clip(_clip(tiny_t, *E2E_FRAME_SIZE), [tiny_query])
+        tiny_predictor.predict_clip(random_clip(tiny_t, *frame_size), [tiny_query])
 
     def window(query: torch.Tensor) -> dict:
         t = cfg.model.num_frames
         predictor.stats = PredictorStats()
-        predictor.predict_clip(_clip(t, *E2E_FRAME_SIZE), [ClipQuery("q", query, t)])
+        predictor.predict_clip(random_clip(t, *frame_size), [ClipQuery("q", query, t)])
         st = predictor.stats
         return {"decode_s": st.decode_seconds, "backbone_s": st.backbone_seconds, "stages_s": st.stage_seconds}
 
     return warm_up, window
 
 
-def e2e_window(variant: str, depth: int, tuned: bool) -> None:
+def e2e_window(variant: str, depth: int, quick: bool, tuned: bool) -> None:
     """One ``e2e`` process (``E2E_CHILD``): build, warm up, time one window end to end; prints one JSON line."""
     import resource
 
     torch.set_num_threads(E2E_THREADS)
     preset = "prvql_vitb14" if variant.startswith("prvql") else "vqloc_vitb14"
-    overrides = [f"model.backbone.depth={depth}", "inference.windows_per_batch=1"]
+    overrides = [f"model.backbone.depth={depth}", "inference.windows_per_batch=1", *(QUICK[:2] if quick else [])]
+    frame_size = QUICK_FRAME_SIZE if quick else E2E_FRAME_SIZE
     if variant == "reference":
-        warm_up, window = reference_window(preset, overrides, depth)
+        warm_up, window = reference_window(preset, overrides, depth, frame_size)
     else:
-        warm_up, window = cli_window(preset, overrides)
-    size = load_config(preset).model.input_size
+        warm_up, window = cli_window(preset, overrides, frame_size)
+    size = load_config(preset, overrides).model.input_size
     query = torch.randn(3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         warm_up(query)
@@ -459,13 +431,14 @@ def e2e_window(variant: str, depth: int, tuned: bool) -> None:
 
 
 def bench_e2e(args: argparse.Namespace) -> dict:
-    depth = args.e2e_depth
-    m, (h, w) = load_config("prvql_vitb14").model, E2E_FRAME_SIZE
+    depth = 1 if args.quick else args.e2e_depth
+    m = load_config("prvql_vitb14", QUICK[:2] if args.quick else []).model
+    h, w = QUICK_FRAME_SIZE if args.quick else E2E_FRAME_SIZE
     outputs = fresh_processes(
         E2E_CHILD,
         E2E_VARIANTS,
         args.rounds,
-        [str(depth), str(Path(__file__).resolve().parent)],
+        [str(depth), "quick" if args.quick else "full"],
         env={"prvql_default_malloc": {"PRVQL_MALLOC": "default"}},
     )
     rows = {v: [json.loads(out.strip().splitlines()[-1]) for out in runs] for v, runs in outputs.items()}
@@ -569,83 +542,3 @@ def bench_decode(args: argparse.Namespace) -> dict:
             "kept_frames_mb": round(searched * 1080 * 1920 * 3 / 2**20),
         },
     }
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant")
-    parser.add_argument("--images", type=int, default=2, help="images per backbone call (backbone, allocator)")
-    parser.add_argument("--alloc-images", type=int, default=8, help="images per call in the `allocator` section")
-    parser.add_argument("--alloc-depth", type=int, default=3, help="ViT-B blocks in the `allocator` section")
-    parser.add_argument("--queries-depth", type=int, default=1, help="backbone blocks in the `queries` section")
-    parser.add_argument("--queries-rounds", type=int, default=2, help="rounds of the `queries` section")
-    parser.add_argument("--e2e-depth", type=int, default=12, help="ViT-B blocks in the `e2e` section (12 = all)")
-    parser.add_argument("--video-seconds", type=float, default=6.0, help="length of the generated 1080p video")
-    parser.add_argument("--output", type=Path, help="also write the JSON here")
-    args = parser.parse_args()
-    sections = [s for s in args.sections.split(",") if s]
-    unknown = set(sections) - set(SECTIONS)
-    if unknown:
-        parser.error(f"--sections: unknown {sorted(unknown)} (known: {', '.join(SECTIONS)})")
-    result = {
-        "machine": platform.processor() or platform.machine(),
-        "cpu": next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), ""),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "load_average_at_start": os.getloadavg(),
-    }
-    started = time.perf_counter()
-    for name in sections:
-        section_start = time.perf_counter()
-        result[name] = globals()[f"bench_{name}"](args)
-        result[name]["section_wall_s"] = round(time.perf_counter() - section_start, 1)
-        print(json.dumps({name: result[name]}, indent=1), flush=True)
-    if {"backbone", "stages", "queries"} <= set(sections):  # with "allocator" too, the CLI's malloc settings count
-        result["composed_end_to_end"] = compose(result)
-    result["load_average_at_end"] = os.getloadavg()
-    result["wall_s"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
-
-
-def compose(result: dict) -> dict:
-    """Full-depth end to end per query (one 30-frame window + the query crop), from parts measured in this run:
-    31 x backbone seconds per image + stages (+ the once-per-clip reduction) + the glue measured end to end."""
-    per_image = result["backbone"]["seconds_per_image"]
-    stages = result["stages"]
-    key = "glue_s (end to end - backbone - stages - decode)"
-    glue = result["queries"]["after_q1"]["per_call_medians"][key]
-    glue_before = result["queries"]["before_q1"]["per_call_medians"][key]
-
-    def after(name: str) -> float:
-        return stages[name]["embedded"]["median_s"] + stages[name]["reduction"]["median_s"]
-
-    images = 31
-    # the prvql CLI runs with prvql/allocator.py's malloc settings; a plain timm program with glibc's defaults
-    tuned = result.get("allocator", {}).get("tuned_vs_default_time", 1.0)
-    e2e = {
-        "prvql_vitb14 after, as the CLI runs it (allocator tuned)": images * per_image["ours"] * tuned
-        + after("prvql_vitb14")
-        + glue,
-        "prvql_vitb14 after": images * per_image["ours"] + after("prvql_vitb14") + glue,
-        "prvql_vitb14 before": images * per_image["ours"] + stages["prvql_vitb14"]["plain"]["median_s"] + glue_before,
-        "vqloc_vitb14 after": images * per_image["ours"] + after("vqloc_vitb14") + glue,
-        "vqloc, plain timm backbone, plain stage": images * per_image["timm_vit"]
-        + stages["vqloc_vitb14"]["plain"]["median_s"]
-        + glue_before,
-    }
-    reference = e2e["vqloc, plain timm backbone, plain stage"]
-    return {
-        "seconds_per_window": {k: round(v, 2) for k, v in e2e.items()},
-        "per_query_fps_vs_plain_timm_vqloc": {k: round(reference / v, 3) for k, v in e2e.items()},
-        "per_query_fps_vs_our_vqloc_vitb14": {k: round(e2e["vqloc_vitb14 after"] / v, 3) for k, v in e2e.items()},
-        "note": "backbone at 448 px with 2 torch threads; composed, not one measured run (see module docstring)",
-    }
-
-
-if __name__ == "__main__":
-    main()

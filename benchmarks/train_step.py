@@ -1,19 +1,15 @@
-"""Time one PRVQL training iteration (forward, losses, backward, clipping, AdamW step) and print JSON.
+"""The ``training_step`` section of ``python -m benchmarks``: one PRVQL training iteration, timed.
 
-Default: the paper configuration (``prvql_vitb14``: DINOv2 ViT-B/14 at 448 px, K = 3 stages, 30-frame windows)
-with RANDOM backbone weights, batch 1, on the CPU. Inputs are random tensors with a target box in half of the
-frames, so no data is read. The backbone forward is also timed on its own (it runs without gradient).
-
-    python benchmarks/bench_train_step.py                       # paper config, CPU, 1 timed step
-    python benchmarks/bench_train_step.py --config tiny --steps 5 --warmup 1
-    python benchmarks/bench_train_step.py --device cuda --batch-size 3 --steps 10 --warmup 2
+Forward, losses, backward, clipping and the AdamW step of a fresh model with RANDOM backbone weights (the config
+given, ``prvql_vitb14`` by default: DINOv2 ViT-B/14 at 448 px, K = 3 stages, 30-frame windows) on a fixed random
+batch with a target box in every other frame, so no data is read. The backbone forward is also timed on its own
+(it runs without gradient). On the CPU: batch 1, one timed step, fp32; on CUDA: batch ``train.batch_size``, bf16
+autocast as ``train.bf16`` says (as in training), one warm-up step and the median of 3.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import resource
 import statistics
 import time
@@ -25,16 +21,6 @@ from prvql.model import build_prvql
 from prvql.train.criterion import Targets, build_criterion
 from prvql.train.loop import set_train_mode
 from prvql.train.schedule import build_optimizer
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def _sync(device: torch.device) -> None:
@@ -80,20 +66,14 @@ class RandomTrainStep:
         self.optimizer.step()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="prvql_vitb14", help="config file or preset (default: prvql_vitb14)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=1, help="timed iterations")
-    parser.add_argument("--warmup", type=int, default=0, help="untimed iterations first")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    args = parser.parse_args()
-
-    cfg = load_config(args.config, ["model.backbone.weights=null", *args.overrides])
-    device = torch.device(args.device)
-    step = RandomTrainStep(cfg, device, args.batch_size, bf16=args.bf16 and device.type == "cuda")
+def bench_training_step(args: argparse.Namespace) -> dict:
+    cfg = load_config(args.config, ["model.backbone.weights=null"])
+    device = args.torch_device
+    cuda = device.type == "cuda"
+    batch, steps, warmup = (cfg.train.batch_size, 3, 1) if cuda else (1, 1, 0)
+    step = RandomTrainStep(cfg, device, batch, bf16=cfg.train.bf16 and cuda)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
 
     def timed_step() -> float:
         _sync(device)
@@ -102,37 +82,33 @@ def main() -> None:
         _sync(device)
         return time.perf_counter() - start
 
-    for _ in range(args.warmup):
+    for _ in range(warmup):
         timed_step()
-    times = [timed_step() for _ in range(args.steps)]
+    times = [timed_step() for _ in range(steps)]
     _sync(device)
     start = time.perf_counter()
-    step.model.extract_features(torch.cat([step.query, step.frames.flatten(0, 1)]))
+    with torch.no_grad():
+        step.model.extract_features(torch.cat([step.query, step.frames.flatten(0, 1)]))
     _sync(device)
     backbone = time.perf_counter() - start
-
-    result = {
+    peak_gb = (
+        torch.cuda.max_memory_allocated(device) / 2**30
+        if cuda
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    )
+    return {
         "config": args.config,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
-        "torch_threads": torch.get_num_threads(),
-        "batch_size": args.batch_size,
+        "backbone": cfg.model.backbone.name,
         "frames": cfg.model.num_frames,
         "input_size": cfg.model.input_size,
         "stages": cfg.model.num_stages,
-        "backbone": cfg.model.backbone.name,
+        "batch_size": batch,
+        "bf16": step.bf16,
+        "torch_threads": torch.get_num_threads(),
         "trainable_params_m": round(sum(p.numel() for p in step.params) / 1e6, 2),
-        "sec_per_iter_median": round(statistics.median(times), 3),
-        "sec_per_iter_all": [round(x, 3) for x in times],
-        "backbone_forward_sec": round(backbone, 3),
-        "peak_memory_gb": round(
-            torch.cuda.max_memory_allocated(device) / 2**30
-            if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-            2,
-        ),
+        "seconds_per_step": round(statistics.median(times), 4),
+        "seconds_per_step_all": [round(x, 4) for x in times],
+        "backbone_forward_s": round(backbone, 4),
+        "peak_memory_gb": round(peak_gb, 2),
+        "peak_memory_method": "cuda max_memory_allocated" if cuda else "peak RSS of the process (ru_maxrss)",
     }
-    print(json.dumps(result))
-
-
-if __name__ == "__main__":
-    main()
