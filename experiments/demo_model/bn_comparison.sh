@@ -1,7 +1,7 @@
 #!/bin/bash
 # Batch-norm options on the synthetic set (docs/TRAINING.md, "Batch norm on small batches"). CPU, one thread per run.
 #   experiments/demo_model/bn_comparison.sh DATA OUT_DIR SEED
-# DATA: `prvql synth --out DATA --clips 48 --seed 2 --frames 60 --width 192 --height 144`.
+# DATA: `prvql synth --output DATA --clips 48 --seed 2 --frames 60 --width 192 --height 144`.
 # Each run has a 300-iteration schedule; the docs compare the validation line at iteration 100 of log.jsonl (runs
 # can be stopped after it: every later line is irrelevant to the comparison). CPU runs with one thread are
 # deterministic, so the numbers reproduce exactly.

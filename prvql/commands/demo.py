@@ -26,7 +26,7 @@ from prvql.commands.options import MODEL_FLAGS, add_device_option, add_model_opt
 if TYPE_CHECKING:
     from prvql.demo import DemoResult
 
-DEFAULT_SEED = 0  # the first seed, not chosen by the model's result; docs/DEMO.md lists seeds 0-11
+DEFAULT_SEED = 0  # the first seed, not chosen by the model's result (docs/DEMO.md counts seeds 0-11)
 MAX_FRAMES = 1000  # the episode is rendered in memory (320x240 RGB: about 0.5 GB at this length)
 MAX_PRINTED_FRAMES = 20  # longer tracks print their first and last ten frames
 

@@ -139,8 +139,7 @@ class ScoreCache:
                 old = meta["fingerprint"]
             if old != meta["fingerprint"]:
                 raise PRVQLError(
-                    f"{meta_path}: the cache was made with another model, weights or windows; "
-                    "redo it without resuming"
+                    f"{meta_path}: the cache was made with another model, weights or windows; redo it without resuming"
                 )
         atomic_write_json(meta_path, meta, indent=1)
 

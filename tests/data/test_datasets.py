@@ -97,7 +97,14 @@ def test_balance_sampler_covers_a_short_track_entirely() -> None:
 
 def dataset(root: Path, frames_dir: Path | None = None) -> VQ2DTrainDataset:
     return VQ2DTrainDataset(
-        records(root), FrameSource(root / "clips", frames_dir), T, S, BalanceWindowSampler(), None, pad_value=0.5, seed=0
+        records(root),
+        FrameSource(root / "clips", frames_dir),
+        T,
+        S,
+        BalanceWindowSampler(),
+        None,
+        pad_value=0.5,
+        seed=0,
     )
 
 
@@ -142,7 +149,14 @@ def test_recoloured_query_changes_only_the_box_colours(data_root: Path) -> None:
     plain = dataset(data_root).load(records(data_root)[0], np.random.default_rng(5))
     assert plain.recoloured_query is None
     ds = VQ2DTrainDataset(
-        records(data_root), FrameSource(data_root / "clips"), T, S, BalanceWindowSampler(), None, 0.5, recoloured_queries=True
+        records(data_root),
+        FrameSource(data_root / "clips"),
+        T,
+        S,
+        BalanceWindowSampler(),
+        None,
+        0.5,
+        recoloured_queries=True,
     )
     sample = ds.load(records(data_root)[0], np.random.default_rng(5))
     torch.testing.assert_close(sample.frames, plain.frames)  # the window is drawn as before
@@ -213,7 +227,15 @@ def test_query_augment_changes_only_the_query(data_root: Path) -> None:
     plain = dataset(data_root)
     augment = QueryAugment((0.4, 0.4, 0.3), degrees=30.0, perspective=0.5, scale=(0.6, 0.8), blur_prob=0.5)
     augmented = VQ2DTrainDataset(
-        [record], FrameSource(data_root / "clips"), T, S, BalanceWindowSampler(), None, 0.5, query_augment=augment, seed=0
+        [record],
+        FrameSource(data_root / "clips"),
+        T,
+        S,
+        BalanceWindowSampler(),
+        None,
+        0.5,
+        query_augment=augment,
+        seed=0,
     )
     a = plain.load(record, np.random.default_rng(5))
     b = augmented.load(record, np.random.default_rng(5))
