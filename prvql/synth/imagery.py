@@ -41,7 +41,7 @@ class ObjectSpec:
     texture: str = ""
 
 
-OBJECTS = (
+NAMED_OBJECTS = (
     ObjectSpec("face", "astronaut", (25, 175, 150, 265), "ellipse", "train"),
     ObjectSpec("helmet", "astronaut", (345, 510, 350, 505), "ellipse", "train"),
     ObjectSpec("space shuttle", "astronaut", (0, 280, 360, 460), "rect", "train"),
@@ -105,7 +105,9 @@ _SOURCE_SIZES = {
 }
 
 OBJECTS = (
-    OBJECTS + _patch_specs() + _patch_specs(HELDOUT_PATCH_SOURCES, HELDOUT_PATCHES_PER_SOURCE, "heldout", seed=20261201)
+    NAMED_OBJECTS
+    + _patch_specs()
+    + _patch_specs(HELDOUT_PATCH_SOURCES, HELDOUT_PATCHES_PER_SOURCE, "heldout", seed=20261201)
 )
 
 BACKGROUNDS = {
