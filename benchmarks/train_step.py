@@ -4,12 +4,14 @@ Forward, losses, backward, clipping and the AdamW step of a fresh model with RAN
 given, ``prvql_vitb14`` by default: DINOv2 ViT-B/14 at 448 px, K = 3 stages, 30-frame windows) on a fixed random
 batch with a target box in every other frame, so no data is read. The backbone forward is also timed on its own
 (it runs without gradient). On the CPU: batch 1, one timed step, fp32; on CUDA: batch ``train.batch_size``, bf16
-autocast as ``train.bf16`` says (as in training), one warm-up step and the median of 3.
+autocast as ``train.bf16`` says (as in training), one warm-up step and the median of 3; the peak memory is
+measured above a clean baseline taken before the model is built (what an earlier section left is freed first).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import resource
 import statistics
 import time
@@ -71,9 +73,13 @@ def bench_training_step(args: argparse.Namespace) -> dict:
     device = args.torch_device
     cuda = device.type == "cuda"
     batch, steps, warmup = (cfg.train.batch_size, 3, 1) if cuda else (1, 1, 0)
-    step = RandomTrainStep(cfg, device, batch, bf16=cfg.train.bf16 and cuda)
+    gc.collect()  # a clean baseline: nothing of an earlier section counts in this peak
     if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+    baseline = torch.cuda.memory_allocated(device) if cuda else 0
+    step = RandomTrainStep(cfg, device, batch, bf16=cfg.train.bf16 and cuda)
 
     def timed_step() -> float:
         _sync(device)
@@ -92,7 +98,7 @@ def bench_training_step(args: argparse.Namespace) -> dict:
     _sync(device)
     backbone = time.perf_counter() - start
     peak_gb = (
-        torch.cuda.max_memory_allocated(device) / 2**30
+        (torch.cuda.max_memory_allocated(device) - baseline) / 2**30
         if cuda
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     )
@@ -110,5 +116,7 @@ def bench_training_step(args: argparse.Namespace) -> dict:
         "seconds_per_step_all": [round(x, 4) for x in times],
         "backbone_forward_s": round(backbone, 4),
         "peak_memory_gb": round(peak_gb, 2),
-        "peak_memory_method": "cuda max_memory_allocated" if cuda else "peak RSS of the process (ru_maxrss)",
+        "peak_memory_method": "cuda max_memory_allocated above a clean baseline (model, optimiser, batch, activations)"
+        if cuda
+        else "peak RSS of the process (ru_maxrss)",
     }

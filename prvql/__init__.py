@@ -25,7 +25,8 @@ def load_model(
 
     Args:
         weights: a weights file written by ``prvql train`` / ``prvql convert`` (``.safetensors``), or the authors'
-            VQLoC or PRVQL checkpoint (``.pth`` / ``.pth.tar``, converted in memory; nothing is written).
+            VQLoC or PRVQL checkpoint (``.pth`` / ``.pth.tar``, converted in memory; nothing is written), or
+            ``"vqloc"`` / ``"prvql"``: the authors' model cached by ``prvql weights get``.
         config: a preset name, a config file or a :class:`prvql.config.Config` to use instead of the config stored
             in (or, for the authors' files, detected from) ``weights``.
         device: where the model goes.

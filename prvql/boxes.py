@@ -80,9 +80,13 @@ def denormalize_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
 
 
 def clip_boxes(boxes: Tensor, height: float, width: float) -> Tensor:
-    """Clamp xyxy boxes [..., 4] to [0, width] x [0, height] (works for any leading shape)."""
-    limits = boxes.new_tensor([width, height, width, height])
-    return torch.minimum(boxes.clamp(min=0), limits)
+    """Clamp xyxy boxes [..., 4] to [0, width] x [0, height] (works for any leading shape).
+
+    The limits stay Python numbers: no tensor is copied from the host, so boxes on a GPU cost no synchronisation.
+    """
+    x = boxes[..., 0::2].clamp(0, width)  # (x1, x2)
+    y = boxes[..., 1::2].clamp(0, height)  # (y1, y2)
+    return torch.stack((x, y), dim=-1).flatten(-2)
 
 
 def square_box(boxes: Tensor, height: int, width: int) -> Tensor:

@@ -10,6 +10,9 @@ Exit status (docs/ERRORS.md): 0 success; 2 bad input, printed as ONE line ``prvq
 :class:`prvql.errors.PRVQLError`, or an :class:`OSError` such as a full disk or a read-only folder, shown with its path
 and reason); 130 interrupted (Ctrl-C); anything else is a bug. Dotted ``KEY=VALUE`` config overrides are accepted
 anywhere on the line for the commands that take overrides (``train``'s positional ones, ``--set`` elsewhere).
+
+Standard error also carries log records (prvql's from INFO, DEBUG with ``-v``; other libraries' from WARNING only)
+and the progress of long commands (:mod:`prvql.progress`: a bar on a terminal, a short line per phase elsewhere).
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ COMMANDS = {
     "predict": "predict",
     "evaluate": "evaluate",
     "locate": "locate",
+    "index": "index",
     "visualize": "visualize",
     "bench": "bench",
     "demo": "demo",
     "app": "app",
     "convert": "convert",
+    "weights": "weights",
 }
 
 
@@ -51,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="prvql", description="PRVQL: visual query localization in egocentric videos (Ego4D VQ2D)."
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="prvql's debug log lines (other libraries' stay at WARNING)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"prvql.commands.{module_name}")
@@ -67,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(verbose: bool) -> None:
+    """Log records on standard error: prvql's own from INFO (DEBUG with ``-v``), other libraries' (matplotlib, PIL,
+    urllib3, asyncio ...) from WARNING only, with or without ``-v``."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("prvql").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit status (2 for a :class:`PRVQLError`, 130 for Ctrl-C)."""
     tune_allocator()  # before any command imports torch (prvql/allocator.py)
@@ -77,9 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(overrides) != len(extra) or not hasattr(args, "overrides"):
             parser.error(f"{args.command}: unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *overrides]
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
-    )
+    configure_logging(args.verbose)
     try:
         return int(args._run(args) or 0)
     except PRVQLError as exc:

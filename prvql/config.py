@@ -287,6 +287,35 @@ class VerificationConfig:
 
 
 @dataclass
+class GeometricConfig:
+    """Geometric verification and box refinement of the track with SIFT + RANSAC (not in the paper; ours:
+    prvql.infer.geometric). Runs on the frames the score curve picks, with any model, in ``prvql locate``, the app and
+    memory queries; ``prvql predict`` (the challenge files) never runs it."""
+
+    enabled: bool = _key(True, "ours", "verify the curve's candidate frames with local features; refine the boxes")
+    candidates: int = _key(5, "ours", "the highest local peaks of the curve tried, the most recent first")
+    min_inliers: int = _key(10, "ours", "RANSAC homography inliers a frame needs to verify")
+    ratio: float = _key(0.75, "ours", "nearest-neighbour ratio test of the SIFT matches")
+    max_scale: float = _key(4.0, "ours", "the mapped query box may be at most this many times larger or smaller")
+    max_side: int = _key(640, "ours", "frames are shrunk to this long side before SIFT (speed)")
+    max_track: int = _key(100, "ours", "a verified track grows to at most this many frames (SIFT time)")
+    max_gap: int = _key(2, "ours", "the track grows across at most this many unverified frames in a row")
+
+
+@dataclass
+class ConfidenceConfig:
+    """Confidence of an answer and its verdict "found" / "not_found" (not in the paper; ours:
+    prvql.infer.confidence): sigmoid(peak_weight * logit(peak) + prominence_weight * prominence + inlier_weight *
+    log(1 + inliers) + bias), fitted with ``benchmarks/real/fit_confidence.py`` on the real set's tuning half."""
+
+    peak_weight: float = _key(0.0816, "ours", "weight of the logit of the track's peak score")
+    prominence_weight: float = _key(0.2929, "ours", "weight of the peak's prominence over the curve")
+    inlier_weight: float = _key(1.247, "ours", "weight of log(1 + geometric verification inliers)")
+    bias: float = _key(-2.2025, "ours", "bias of the confidence")
+    threshold: float = _key(0.6737, "ours", "confidence below this = verdict not_found")
+
+
+@dataclass
 class InferenceConfig:
     """Windowed search (Predictor) and score-curve post-processing (PostProcessor) at inference."""
 
@@ -304,10 +333,14 @@ class InferenceConfig:
     after_visual_crop: bool = _key(
         False, "experiment", "Ego4D protocol: a visual crop before the query frame -> answer after it"
     )
-    score: str = _key("constant", "ours", "track score: `constant` (released, paper-comparable) | `peak`")
+    score: str = _key(
+        "constant", "ours", "track score: `constant` (released, paper-comparable) | `peak` | `confidence`"
+    )
     constant_score: float = _key(1.0, "released", "the track score with `score: constant`")
     fps: float = _key(5.0, "released", "frame rate the model sees; `locate` resamples any video to it")
     verification: VerificationConfig = field(default_factory=VerificationConfig)
+    geometric: GeometricConfig = field(default_factory=GeometricConfig)
+    confidence: ConfidenceConfig = field(default_factory=ConfidenceConfig)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from prvql.atomic import atomic_outputs, atomic_write_json
 from prvql.config import Config
 from prvql.data.video import write_video
 from prvql.errors import PRVQLError
-from prvql.infer.locate import LocateResult, locate
+from prvql.infer.locate import LocateResult, Progress, locate
 from prvql.infer.outputs import write_locate_outputs
 from prvql.infer.postprocess import build_postprocessor
 from prvql.infer.predictor import build_predictor
@@ -114,6 +114,7 @@ def run_demo(
     weights: str | Path | None = None,
     device: str | None = None,
     videos: bool = True,
+    progress: Progress | None = None,
 ) -> DemoResult:
     """Render held-out episode ``seed``, search it, score the track and write the outputs into ``output``.
 
@@ -125,6 +126,8 @@ def run_demo(
             shipped demo model.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...; ``None`` = CUDA when available.
         videos: write ``track.mp4`` and ``episode.mp4``.
+        progress: called with ("episode", frames rendered, frames in the episode), then ("search", frames taken by
+            the search, frames to search) (:class:`prvql.progress.PhaseBars` shows them).
 
     Raises:
         PRVQLError: one line naming the file or the field at fault (``"output"``, ``"frames"``, ``"device"``,
@@ -137,7 +140,9 @@ def run_demo(
     loaded = time.perf_counter()
     opts = SynthOptions() if num_frames is None else SynthOptions(num_frames=num_frames)
     try:
-        episode = make_episode(seed, opts, pool="heldout")
+        episode = make_episode(
+            seed, opts, pool="heldout", progress=None if progress is None else lambda d, t: progress("episode", d, t)
+        )
     except RuntimeError as exc:
         raise PRVQLError(str(exc), field="frames") from None
     rendered = time.perf_counter()
@@ -150,6 +155,7 @@ def run_demo(
         episode.frames[episode.visual_crop_frame],
         episode.visual_crop_box,
         visual_crop_frame=episode.visual_crop_frame,
+        progress=None if progress is None else lambda done, total: progress("search", done, total),
     )
     truth = ResponseTrack.from_pairs(episode.response_track)
     overlaps = query_overlaps([result.track], [truth])

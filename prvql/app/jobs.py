@@ -92,11 +92,19 @@ class JobQueue:
         runner: does the work, reporting through ``job.report``; a :class:`PRVQLError` fails the job with its
             message, any other exception with a one-line summary (the traceback goes to the log).
         on_finish: called with each job after it ends in ``failed`` or ``cancelled`` (e.g. to empty its folder).
+        public_text: words a failure's message for the page, ``public_text(job, message)`` (e.g. the uploaded
+            file's name in place of a server path); ``None`` keeps messages as they are.
     """
 
-    def __init__(self, runner: Callable[[Job], None], on_finish: Callable[[Job], None] | None = None) -> None:
+    def __init__(
+        self,
+        runner: Callable[[Job], None],
+        on_finish: Callable[[Job], None] | None = None,
+        public_text: Callable[[Job, str], str] | None = None,
+    ) -> None:
         self._runner = runner
         self._on_finish = on_finish
+        self._public_text = public_text
         self._waiting: deque[Job] = deque()
         self._cond = threading.Condition()
         self._running: Job | None = None
@@ -145,6 +153,8 @@ class JobQueue:
                 job.cancel_requested.set()
 
     def _finish(self, job: Job, state: str, message: str = "") -> None:
+        if message and self._public_text is not None:
+            message = self._public_text(job, message)
         job.state, job.message, job.finished = state, message, time.time()
         if state != DONE and self._on_finish is not None:
             self._on_finish(job)

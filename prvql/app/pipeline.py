@@ -1,9 +1,10 @@
 """The web app's model: loaded once, warmed up, and the files a job may hand out.
 
-A job runs :func:`prvql.infer.locate.locate_video`, the same function as ``prvql locate``: a box on frame F
-searching "before" equals ``prvql locate --query-frame F --query-box ...`` and a crop image searching "anywhere"
-equals ``prvql locate --query IMAGE``. The app adds two choices the command line does not offer: a box searched for
-in the whole video, and a crop searched for before a chosen frame.
+A job runs :func:`prvql.infer.memory.locate_memory` on the upload's video memory (the same function as ``prvql
+locate --memory``; :func:`prvql.infer.locate.locate_video` when the memory could not be made): a box on frame F
+searching "before" gives the track of ``prvql locate --query-frame F --query-box ...`` and a crop image searching
+"anywhere" that of ``prvql locate --query IMAGE``. The app adds two choices the command line does not offer: a box
+searched for in the whole video, and a crop searched for before a chosen frame.
 """
 
 from __future__ import annotations

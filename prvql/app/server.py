@@ -3,15 +3,27 @@
 API (JSON; every error is ``{"error": "one line"}`` with a 4xx status):
 
 - ``POST /api/videos?name=NAME`` body = the video's bytes (streamed to disk, ``max_upload_bytes`` at most) -> the
-  video's id and info; ``GET /api/videos/ID`` the info again; ``GET /api/videos/ID/file`` the video;
-  ``GET /api/videos/ID/frames/N`` source frame N as JPEG; ``PUT|DELETE /api/videos/ID/crop`` a crop image;
+  video's id and info, with ``player`` (:class:`prvql.app.store.Preview`: what the page's player shows, and the
+  progress of the H.264 preview made for a video the browser cannot play) and ``memory``
+  (:class:`prvql.app.store.MemoryState`: the progress of the video memory indexed right after the upload);
+  ``GET /api/videos/ID`` the info again;
+  ``GET /api/videos/ID/file`` the video; ``GET /api/videos/ID/preview`` the preview once made;
+  ``GET /api/videos/ID/frames/N`` source frame N as JPEG (from the reader the search uses);
+  ``PUT|DELETE /api/videos/ID/crop`` a crop image;
 - ``POST /api/videos/ID/jobs`` ``{"frame": N, "box": [x1, y1, x2, y2] | null, "crop": bool, "search":
   "before" | "anywhere"}`` -> the job's status; ``GET /api/jobs/ID`` its status (state, queue position, progress);
   ``POST /api/jobs/ID/cancel``; ``GET /api/jobs/ID/files/NAME`` for NAME in ``track.json``, ``track.mp4``,
   ``scores.png``.
 
+A job runs on the upload's video memory (:func:`prvql.infer.memory.locate_memory`: the refinement stages only, the
+same track as on the video); a job that starts before the memory is ready waits for it, reporting the phase
+``"index"`` (the indexing is the backbone pass over the video the job would otherwise make itself, so waiting costs
+no more than searching the video, and the shared CPU/GPU is not split between two passes). If the indexing failed,
+the job searches the video (:func:`prvql.infer.locate.locate_video`).
+
 The first visit of the page gives the browser a random session cookie; uploads and jobs belong to that session and
-are invisible to any other. Uploads whose client goes away mid-transfer are deleted.
+are invisible to any other. Uploads whose client goes away mid-transfer are deleted. Messages name the uploaded file
+as the user named it, never a path of the server (:meth:`prvql.app.store.Store.public_text`).
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ import io
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -33,9 +46,10 @@ from starlette.routing import Route
 
 from prvql.app.jobs import DONE, Job, JobQueue
 from prvql.app.pipeline import OUTPUT_FILES, LoadedModel
-from prvql.app.store import Store, Upload
+from prvql.app.store import READY, Store, Upload
 from prvql.errors import PRVQLError
 from prvql.infer.locate import locate_video, parse_query
+from prvql.infer.memory import VideoMemory, index_video, locate_memory
 
 logger = logging.getLogger(__name__)
 
@@ -105,22 +119,30 @@ def create_app(
         upload = store.upload_of(job)
         if upload is None:
             raise PRVQLError("the video was removed before the job ran; upload it again")
-        locate_video(
-            loaded.cfg,
-            loaded.model,
-            loaded.device,
-            upload.video,
-            job.query,
-            job.folder,
-            name=upload.name,
-            progress=job.report,
-        )
+        memory = upload.wait_memory(lambda done, total: job.report("index", done, total))
+        if memory is None:
+            locate_video(
+                loaded.cfg, loaded.model, loaded.device, upload.video, job.query, job.folder,
+                name=upload.name, progress=job.report,
+            )  # fmt: skip
+            return
+        with VideoMemory.open(memory) as opened:
+            locate_memory(
+                loaded.cfg, loaded.model, loaded.device, opened, job.query, job.folder,
+                name=upload.name, video=upload.video, progress=job.report,
+            )  # fmt: skip
+
+    def index_upload(video: Path, memory: Path, progress: Callable[[int, int], None]) -> None:
+        index_video(loaded.cfg, loaded.model, loaded.device, video, memory, progress=progress)
 
     def discard_outputs(job: Job) -> None:
         for name in OUTPUT_FILES:
             (job.folder / name).unlink(missing_ok=True)
 
-    queue = JobQueue(run_job, on_finish=discard_outputs)
+    def job_text(job: Job, message: str) -> str:
+        return store.public_text(message, store.upload_of(job))
+
+    queue = JobQueue(run_job, on_finish=discard_outputs, public_text=job_text)
 
     def session(request: Request) -> str:
         token = request.cookies.get(SESSION_COOKIE)
@@ -155,6 +177,9 @@ def create_app(
     async def script(request: Request) -> Response:
         return FileResponse(STATIC / "app.js", media_type="text/javascript")
 
+    async def favicon(request: Request) -> Response:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     async def settings(request: Request) -> Response:
         return JSONResponse(
             {"max_upload_bytes": max_upload_bytes, "model_fps": loaded.fps, "device": str(loaded.device)}
@@ -178,9 +203,11 @@ def create_app(
             if size == 0:
                 raise HTTPException(400, f"{name}: the file is empty")
             try:
-                info = await run_in_threadpool(upload.open, loaded.fps)
+                await run_in_threadpool(upload.open, loaded.fps)
             except PRVQLError as exc:
                 raise HTTPException(400, f"{upload.name}: not a video this app can read") from exc
+            upload.start_preview(lambda text: store.public_text(text, upload))
+            upload.start_memory(index_upload, store.index_lock, lambda text: store.public_text(text, upload))
         except ClientDisconnect:
             store.remove_upload(upload)
             logger.info("upload %s: the client went away; removed", upload.id)
@@ -188,23 +215,40 @@ def create_app(
         except BaseException:
             store.remove_upload(upload)
             raise
-        return JSONResponse({"id": upload.id, "name": upload.name, **info.to_dict()}, status_code=201)
+        return JSONResponse(video_json(upload), status_code=201)
+
+    def video_json(upload: Upload) -> dict:
+        return {
+            "id": upload.id,
+            "name": upload.name,
+            "crop": upload.crop is not None,
+            **upload.info.to_dict(),
+            "player": upload.preview.to_dict(upload.id),
+            "memory": upload.memory.to_dict() if upload.memory is not None else None,
+        }
 
     async def video_info(request: Request) -> Response:
-        upload = find_upload(request)
-        return JSONResponse(
-            {"id": upload.id, "name": upload.name, "crop": upload.crop is not None, **upload.info.to_dict()}
-        )
+        return JSONResponse(video_json(find_upload(request)))
 
     async def video_file(request: Request) -> Response:
         return FileResponse(find_upload(request).video)
+
+    async def video_preview(request: Request) -> Response:
+        upload = find_upload(request)
+        preview = upload.preview
+        if preview.state != READY:
+            raise HTTPException(409, f"{upload.name}: no preview to play ({preview.state})")
+        return FileResponse(upload.preview_file, media_type="video/mp4")
 
     async def video_frame(request: Request) -> Response:
         upload = find_upload(request)
         index = request.path_params["index"]
         if not 0 <= index < upload.info.num_frames:
             raise HTTPException(404, f"frame {index} is out of range (the video has {upload.info.num_frames})")
-        data = await run_in_threadpool(upload.frame_jpeg, index)
+        try:
+            data = await run_in_threadpool(upload.frame_jpeg, index)
+        except PRVQLError as exc:
+            raise HTTPException(400, store.public_text(str(exc), upload)) from exc
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
     async def put_crop(request: Request) -> Response:
@@ -294,10 +338,13 @@ def create_app(
         routes=[
             Route("/", index),
             Route("/app.js", script),
+            Route("/favicon.ico", favicon),
+            Route("/favicon.svg", favicon),
             Route("/api/settings", settings),
             Route("/api/videos", upload_video, methods=["POST"]),
             Route("/api/videos/{video}", video_info),
             Route("/api/videos/{video}/file", video_file),
+            Route("/api/videos/{video}/preview", video_preview),
             Route("/api/videos/{video}/frames/{index:int}", video_frame),
             Route("/api/videos/{video}/crop", put_crop, methods=["PUT"]),
             Route("/api/videos/{video}/crop", delete_crop, methods=["DELETE"]),

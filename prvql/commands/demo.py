@@ -43,22 +43,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
     add_device_option(parser)
     parser.add_argument("--no-video", action="store_true", help="skip track.mp4 and episode.mp4")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     from prvql.demo import run_demo
+    from prvql.progress import PhaseBars
 
     check_range("--seed", args.seed, 0, 2**32 - 1, shown="[0, 2**32)")
     check_range("--frames", args.frames, 2, MAX_FRAMES)
-    result = run_demo(
-        args.output,
-        seed=args.seed,
-        num_frames=args.frames,
-        config=args.config,
-        weights=args.weights,
-        device=args.device,
-        videos=not args.no_video,
-    )
+    with PhaseBars(enabled=not args.no_progress, labels={"episode": "rendering episode"}) as progress:
+        result = run_demo(
+            args.output,
+            seed=args.seed,
+            num_frames=args.frames,
+            config=args.config,
+            weights=args.weights,
+            device=args.device,
+            videos=not args.no_video,
+            progress=progress,
+        )
     print("\n".join(report_lines(result)))
     return 0
 

@@ -72,8 +72,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights",
         type=Path,
-        help="trained weights (.safetensors, or the authors' VQLoC/PRVQL .pth checkpoint; with neither option: "
-        "the shipped demo model)",
+        help="trained weights: a .safetensors file, the authors' VQLoC/PRVQL .pth checkpoint, or vqloc / prvql, the "
+        "authors' model downloaded by `prvql weights get` (with neither option: the shipped demo model)",
     )
 
 

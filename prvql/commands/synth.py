@@ -22,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips", type=int, default=8, help="number of clips in total (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the output is deterministic by seed")
     parser.add_argument("--frames", type=int, default=120, help="5 fps frames per clip (default 120)")
-    parser.add_argument("--width", type=int, default=320, help="frame width in pixels (even, default 320)")
-    parser.add_argument("--height", type=int, default=240, help="frame height in pixels (even, default 240)")
+    parser.add_argument("--width", type=int, default=320, help="frame width in pixels (even, >= 64, default 320)")
+    parser.add_argument("--height", type=int, default=240, help="frame height in pixels (even, >= 64, default 240)")
     parser.add_argument("--queries-per-clip", type=int, default=3, help="target objects (query sets) per clip")
     parser.add_argument("--query-sets-per-annotation", type=int, default=3, help="query sets per annotation")
     parser.add_argument("--distractors", type=int, default=3, help="look-alikes and other objects per clip")
@@ -64,12 +64,13 @@ def check_arguments(args: argparse.Namespace) -> None:
     """
     from prvql.commands.options import check_range
     from prvql.errors import PRVQLError
+    from prvql.synth.scene import MIN_FRAME_SIDE
 
     for option, value, least, most in (
         ("--clips", args.clips, 1, MAX_CLIPS),
         ("--frames", args.frames, 2, MAX_FRAMES),
-        ("--width", args.width, 2, MAX_SIDE),
-        ("--height", args.height, 2, MAX_SIDE),
+        ("--width", args.width, MIN_FRAME_SIDE, MAX_SIDE),
+        ("--height", args.height, MIN_FRAME_SIDE, MAX_SIDE),
         ("--queries-per-clip", args.queries_per_clip, 1, MAX_PER_CLIP),
         ("--query-sets-per-annotation", args.query_sets_per_annotation, 1, MAX_PER_CLIP),
         ("--distractors", args.distractors, 0, MAX_PER_CLIP),

@@ -13,12 +13,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tqdm import tqdm
-
 from prvql.data.annotations import CANONICAL_FPS, AnnotationSet, ClipEntry, load_annotations
 from prvql.data.video import VideoReader, write_video
 from prvql.errors import AnnotationError, PRVQLError, VideoError
 from prvql.paths import check_input_dir, check_output_dir, file_in
+from prvql.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -183,13 +182,14 @@ def extract_clips(
 ) -> ExtractReport:
     """Extract and validate every clip; resumable (valid clips already in ``out_dir`` are skipped).
 
-    A clip whose video is missing or unreadable is reported in ``ExtractReport.failed``, never fatal.
+    A clip whose video is missing or unreadable is reported in ``ExtractReport.failed``, never fatal. ``out_dir`` is
+    created by the first clip written: if none is, a new ``out_dir`` is not left behind.
     """
     videos_dir, out_dir = Path(videos_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    existed = out_dir.exists()
     report = ExtractReport()
     tasks = [(job, videos_dir, out_dir, downscale_height) for job in jobs]
-    bar = tqdm(total=len(tasks), desc="extract clips", unit="clip", disable=not progress)
+    bar = progress_bar("extracting clips", len(tasks), "clip", enabled=progress)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = pool.map(_run_job, tasks)
@@ -201,6 +201,8 @@ def extract_clips(
             _record(report, _run_job(task))
             bar.update()
     bar.close()
+    if not existed and out_dir.is_dir() and not any(out_dir.iterdir()):
+        out_dir.rmdir()  # a clip failed after its folder was made
     return report
 
 

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from prvql.atomic import atomic_path, atomic_write_json
 from prvql.data.annotations import QueryRecord, load_annotations
 from prvql.data.video import VideoReader
 from prvql.errors import PRVQLError
 from prvql.paths import check_input_dir, check_output_dir, file_in
+from prvql.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def cache_frames(
         for uid, frames in wanted.items()
     ]
     report = CacheReport()
-    bar = tqdm(total=len(tasks), desc="cache frames", unit="clip", disable=not progress)
+    bar = progress_bar("caching frames", len(tasks), "clip", enabled=progress)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_cache_job, tasks))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from prvql.infer.score_cache import ScoreCache
 from prvql.infer.trained_model import default_weights_path, load_inference_model
 from prvql.metrics.structures import ResponseTrack
 from prvql.paths import check_input_dir, check_output_dir, check_output_file, file_in
+from prvql.progress import tracked
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def predict_search_jobs(
     cache: ScoreCache,
     *,
     resume: bool,
-    progress: Callable[[Sequence[SearchJob]], Sequence[SearchJob]] = lambda jobs: jobs,
+    progress: Callable[[Sequence[SearchJob]], Iterable[SearchJob]] = lambda jobs: jobs,
 ) -> list[str]:
     """Search every job's clip for its queries and cache the results.
 
@@ -97,7 +98,7 @@ def predict_search_jobs(
         clips_dir: folder of ``<clip_uid>.mp4``.
         cache: where results go.
         resume: skip queries already in the cache (a clip whose queries are all cached is not even opened).
-        progress: wraps the job sequence, e.g. ``tqdm``.
+        progress: wraps the job sequence, e.g. :func:`prvql.progress.tracked`.
 
     Returns:
         uids of the clips that were missing or unreadable (their uncached queries stay empty). A query whose
@@ -203,7 +204,8 @@ def predict_annotation_file(
         resume: keep the cached results (and search only the queries without one); else the cache is cleared.
         max_clips: search only the first N clips with a valid query set (file order); the others come out empty.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (:func:`prvql.distributed.init_distributed`).
-        progress: show a progress bar per rank (when the output is a terminal).
+        progress: show the progress of each rank (:func:`prvql.progress.progress_bar`: a bar on a terminal, a
+            line per phase elsewhere).
 
     Returns:
         What was written, on rank 0; ``None`` on the other ranks.
@@ -212,8 +214,6 @@ def predict_annotation_file(
         PRVQLError: one line naming the file or the field (``"output"``, ``"max_clips"``, ``"cache_dir"``,
             ``"clips_dir"``, ``"weights"``, ``"device"``) at fault.
     """
-    from tqdm import tqdm
-
     output = check_output_file(output, "output")
     if max_clips is not None and max_clips < 1:
         raise PRVQLError(f"must be >= 1 (got {max_clips})", field="max_clips")
@@ -225,15 +225,15 @@ def predict_annotation_file(
     postprocess = build_postprocessor(cfg.inference)
     info = init_distributed(device)
     try:
+        predictor = build_predictor(cfg, model, info.device)  # refuses bad inference settings before any write
         if info.is_main:
             _prepare_cache(cache, annotation_set, cfg, weights, resume)
         barrier()
         jobs = search_jobs(annotation_set)[:max_clips][info.rank :: info.world_size]
-        predictor = build_predictor(cfg, model, info.device)
 
-        def bar(items: Sequence[SearchJob]) -> Sequence[SearchJob]:
-            desc, hide = f"predict rank {info.rank}", None if progress else True
-            return tqdm(items, desc=desc, unit="clip", position=info.rank, disable=hide)
+        def bar(items: Sequence[SearchJob]) -> Iterable[SearchJob]:
+            desc = "searching" if info.world_size == 1 else f"searching (rank {info.rank})"
+            return tracked(items, desc, unit="clip", enabled=progress, position=info.rank)
 
         failed = predict_search_jobs(predictor, jobs, clips_dir, cache, resume=resume, progress=bar)
         atomic_write_json(cache.root / f"done.{info.rank}.json", {"failed_clips": failed})

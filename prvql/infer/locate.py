@@ -22,6 +22,8 @@ Boxes are xyxy pixels of the video's frames.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +36,17 @@ from prvql.boxes import clip_boxes
 from prvql.config import Config
 from prvql.data.images import read_image
 from prvql.data.transforms import prepare_query
-from prvql.data.video import VideoReader, resample_indices
+from prvql.data.video import VideoReader
 from prvql.errors import ConfigError, PRVQLError, VideoError
+from prvql.infer.confidence import Verdict, judge
+from prvql.infer.geometric import GeometricResult
 from prvql.infer.outputs import write_locate_outputs
 from prvql.infer.postprocess import PostProcessor, TrackWindow, build_postprocessor
-from prvql.infer.predictor import ClipQuery, Predictor, build_predictor
+from prvql.infer.predictor import ClipQuery, EmbeddedFrames, Predictor, build_predictor
 from prvql.infer.render import crop_box
 from prvql.metrics.structures import ResponseTrack
+
+log = logging.getLogger(__name__)
 
 SEARCH_MODES = ("before", "anywhere")  # "last seen before this frame" (the VQ2D question), or the whole video
 
@@ -61,6 +67,8 @@ class LocateResult:
         frame_size: (height, width) of the searched frames.
         query_image: uint8 [h, w, 3] the image the query was cut from.
         query_box: (x1, y1, x2, y2) the query's box in ``query_image`` pixels, clipped to it.
+        geometric: the geometric verification's findings (``inference.geometric``), or None when it did not run.
+        verdict: the answer's confidence and verdict (:mod:`prvql.infer.confidence`), or None when not judged.
     """
 
     scores: np.ndarray
@@ -70,6 +78,8 @@ class LocateResult:
     frame_size: tuple[int, int]
     query_image: np.ndarray
     query_box: tuple[float, float, float, float]
+    geometric: GeometricResult | None = None
+    verdict: Verdict | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -83,7 +93,7 @@ class LocateResult:
 def locate(
     predictor: Predictor,
     postprocessor: PostProcessor,
-    frames: Iterable[np.ndarray],
+    frames: Iterable[np.ndarray] | EmbeddedFrames,
     query_image: np.ndarray,
     query_box: Sequence[float] | None = None,
     *,
@@ -96,7 +106,8 @@ def locate(
     Args:
         predictor: scores every frame (its ``input_size`` sizes the query crop).
         postprocessor: turns the score curve into the track.
-        frames: the frames to search, in order, each uint8 [H, W, 3] at the model's frame rate; read lazily.
+        frames: the frames to search, in order, each uint8 [H, W, 3] at the model's frame rate; read lazily. Or
+            their features, embedded beforehand (a video memory: ``prvql.infer.memory``): the same result.
         query_image: uint8 [h, w, 3] the picture holding the query.
         query_box: (x1, y1, x2, y2) of the object in ``query_image`` pixels; ``None`` = the whole image.
         num_frames: how many of ``frames`` to search; ``None`` = ``len(frames)``.
@@ -118,6 +129,8 @@ def locate(
     box = clip_boxes(torch.tensor(query_box, dtype=torch.float64), height, width)
     if not (box[2] > box[0] and box[3] > box[1]):
         raise PRVQLError(f"query box {tuple(query_box)} lies outside the {width}x{height} query image")
+    if num_frames is None and isinstance(frames, EmbeddedFrames):
+        num_frames = frames.num_frames
     if num_frames is None:
         if not hasattr(frames, "__len__"):
             raise TypeError("locate: give num_frames when frames is a stream")
@@ -140,7 +153,12 @@ def locate(
     )
     if progress is not None:
         progress(0, num_frames)
-    result = predictor.predict(watched(frames), query)
+    if isinstance(frames, EmbeddedFrames):
+        size.append(frames.frame_size)
+        searched: Iterable[np.ndarray] | EmbeddedFrames = _watched_embedded(frames, num_frames, progress)
+    else:
+        searched = watched(frames)
+    result = predictor.predict(searched, query)
     if len(result) == 0:
         raise PRVQLError("locate: the frames ended before any could be searched")
     track, window = postprocessor(result.scores, result.boxes, visual_crop_frame)
@@ -153,6 +171,20 @@ def locate(
         query_image=query_image,
         query_box=tuple(float(v) for v in box),
     )
+
+
+def _watched_embedded(
+    frames: EmbeddedFrames, num_frames: int, progress: Callable[[int, int], None] | None
+) -> EmbeddedFrames:
+    """``frames`` limited to ``num_frames``, calling ``progress(read, num_frames)`` as the predictor reads them."""
+
+    def read(start: int, end: int, with_inputs: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = frames.read(start, end, with_inputs)
+        if progress is not None:
+            progress(end, num_frames)
+        return out
+
+    return EmbeddedFrames(min(num_frames, frames.num_frames), frames.frame_size, read)
 
 
 class QueryError(PRVQLError):
@@ -190,7 +222,7 @@ class VideoInfo:
             raise VideoError(f"{reader.path.name}: the video does not state a frame rate")
         if reader.num_frames < 2:
             raise VideoError(f"{reader.path.name}: a single picture, not a video (give it as the crop image instead)")
-        sources = tuple(resample_indices(reader.num_frames, reader.fps, model_fps))
+        sources = tuple(reader.resample(model_fps))  # by time for a variable-rate video
         return cls(reader.num_frames, reader.fps, reader.width, reader.height, sources)
 
     def to_dict(self) -> dict:
@@ -311,6 +343,46 @@ class LocatedVideo:
     written: list[Path]
 
 
+def apply_geometric(cfg: Config, result: LocateResult, frames: Callable[[list[int]], list[np.ndarray]]) -> LocateResult:
+    """``result`` after geometric verification (``inference.geometric``, :mod:`prvql.infer.geometric`): the track
+    moved to the verified frames with refined boxes when a candidate verifies, else unchanged; ``geometric`` filled.
+
+    Args:
+        cfg: the config (``cfg.inference.geometric``).
+        result: the search's result.
+        frames: reads searched frames by index -> uint8 [H, W, 3] frames.
+    """
+    from prvql.infer.geometric import refine_track
+
+    window = result.window
+    found = refine_track(
+        cfg.inference.geometric,
+        result.crop,
+        window.smoothed,
+        window.peaks,
+        (window.start, window.end, result.track.boxes),
+        frames,
+    )
+    if not found.verified:
+        return dataclasses.replace(result, geometric=found)
+    track = ResponseTrack(np.arange(found.start, found.end + 1), found.boxes, result.track.score)
+    peak = max(range(found.start, found.end + 1), key=lambda i: found.inliers.get(i, 0))
+    moved = dataclasses.replace(
+        window, start=found.start, end=found.end, peak=peak, peak_score=float(window.smoothed[peak])
+    )
+    return dataclasses.replace(result, track=track, window=moved, geometric=found)
+
+
+def with_verdict(cfg: Config, result: LocateResult) -> LocateResult:
+    """``result`` with its confidence and verdict (``inference.confidence``, :mod:`prvql.infer.confidence`); with
+    ``inference.score: confidence`` the track's score becomes that confidence."""
+    verdict = judge(cfg.inference.confidence, result.scores, result.window, result.geometric)
+    track = result.track
+    if cfg.inference.score == "confidence":
+        track = ResponseTrack(track.frames, track.boxes, verdict.confidence)
+    return dataclasses.replace(result, verdict=verdict, track=track)
+
+
 def locate_video(
     cfg: Config,
     model: nn.Module,
@@ -350,8 +422,20 @@ def locate_video(
             query_info: dict = {"image": query.crop.name}
         else:
             crop_frame, crop_box = reader.read([query.frame])[0], query.box
-            query_info = {"frame": query.frame, "time": query.frame / reader.fps, "box": list(query.box)}
+            query_info = {"frame": query.frame, "time": reader.times[query.frame], "box": list(query.box)}
         query_info["search"] = query.search
+        log.debug(
+            "%s: %d frames at %.3f fps, %dx%d; searching %d of its %d frames at %g fps (%s)",
+            name,
+            info.num_frames,
+            info.fps,
+            info.width,
+            info.height,
+            searched,
+            len(info.sources),
+            fps,
+            query.search,
+        )
         searched_frames = _KeptFrames(reader.iter_resampled(fps), int(keep_frames_mb * 2**20) if render_video else 0)
         result = locate(
             build_predictor(cfg, model, device),
@@ -362,6 +446,14 @@ def locate_video(
             num_frames=searched,
             progress=None if progress is None else lambda done, total: progress("search", done, total),
         )
+        if cfg.inference.geometric.enabled:
+            kept = searched_frames.frames
+            result = apply_geometric(
+                cfg,
+                result,
+                lambda k: [kept[i] for i in k] if kept is not None else list(reader.read([info.sources[i] for i in k])),
+            )
+        result = with_verdict(cfg, result)
         kept = searched_frames.frames
         again = (frame for _, frame in reader.iter_resampled(fps)) if kept is None else kept
         frames = _counted(again, len(result), progress)
@@ -372,6 +464,7 @@ def locate_video(
             fps,
             source_frames=info.sources,
             source_fps=reader.fps,
+            source_times=reader.times,
             info={"video": name, "query": query_info},
             show_query_frame=query.crop is None,
             title=Path(name).name,

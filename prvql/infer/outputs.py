@@ -4,8 +4,11 @@
   ``track {score, start, end, peak, peak_score, peak_threshold, track_threshold, first_frame, frames}`` and
   ``curve``; each frame entry is ``{frame (model-rate index), source_frame, time (s), box (xyxy pixels), score}``;
   ``first_frame`` > 0 when ``inference.after_visual_crop`` ruled out the frames before it;
+- ``track.json`` also holds ``verdict`` (``"found"`` / ``"not_found"``), ``confidence`` and
+  ``confidence_signals`` when the search was judged (:mod:`prvql.infer.confidence`), and ``geometric``
+  ``{verified, inliers}`` when geometric verification ran;
 - ``scores.png``: the score curve, the chosen peak, both thresholds, the track span (and the ground truth's), the
-  ruled-out frames shaded;
+  ruled-out frames shaded; the verdict in words under the title when judged;
 - ``track.mp4``: the searched frames with the track (green, with its score), the best box of the other frames
   (grey), the ground truth when known (red), the query crop in the corner and, if asked, the query frame last.
 
@@ -24,6 +27,7 @@ import numpy as np
 
 from prvql.atomic import atomic_outputs, atomic_write_json
 from prvql.data.video import write_video
+from prvql.infer.confidence import verdict_text
 from prvql.infer.render import (
     CANDIDATE_COLOR,
     GROUND_TRUTH_COLOR,
@@ -40,11 +44,18 @@ if TYPE_CHECKING:  # locate.py imports this module
     from prvql.infer.locate import LocateResult
 
 
-def _frame_entry(result: LocateResult, k: int, source_frames: Sequence[int], source_fps: float) -> dict:
+def _frame_entry(
+    result: LocateResult,
+    k: int,
+    source_frames: Sequence[int],
+    source_fps: float,
+    source_times: Sequence[float] | Mapping[int, float] | None,
+) -> dict:
+    source = int(source_frames[k])
     return {
         "frame": k,
-        "source_frame": int(source_frames[k]),
-        "time": round(source_frames[k] / source_fps, 4),
+        "source_frame": source,
+        "time": round(source_times[source] if source_times is not None else source / source_fps, 4),
         "box": [round(float(v), 2) for v in result.boxes[k]],
         "score": round(float(result.scores[k]), 5),
     }
@@ -56,6 +67,7 @@ def locate_report(
     *,
     source_frames: Sequence[int] | None = None,
     source_fps: float | None = None,
+    source_times: Sequence[float] | Mapping[int, float] | None = None,
     info: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The content of ``track.json`` (see the module docstring).
@@ -65,6 +77,8 @@ def locate_report(
         fps: the model's frame rate (of the searched frames).
         source_frames: searched frame k -> frame index in the source video; ``None`` = k (the frames are the source).
         source_fps: the source video's rate; ``None`` = ``fps``.
+        source_times: the time in seconds of every source frame (a variable-rate video's frame times); ``None`` =
+            ``source_frame / source_fps``.
         info: fields to put first (e.g. the video's name and the query).
     """
     n = len(result)
@@ -78,6 +92,7 @@ def locate_report(
         "width": result.frame_size[1],
         "height": result.frame_size[0],
         "searched_frames": n,
+        **_verdict_fields(result),
         "track": {
             "score": result.track.score,
             "start": window.start,
@@ -87,10 +102,27 @@ def locate_report(
             "peak_threshold": window.peak_threshold,
             "track_threshold": window.track_threshold,
             "first_frame": window.first_frame,
-            "frames": [_frame_entry(result, k, source_frames, source_fps) for k in range(window.start, window.end + 1)],
+            "frames": [
+                _frame_entry(result, k, source_frames, source_fps, source_times)
+                for k in range(window.start, window.end + 1)
+            ],
         },
-        "curve": [_frame_entry(result, k, source_frames, source_fps) for k in range(n)],
+        "curve": [_frame_entry(result, k, source_frames, source_fps, source_times) for k in range(n)],
     }
+
+
+def _verdict_fields(result: LocateResult) -> dict[str, Any]:
+    """``verdict``, ``confidence`` and their signals, and the geometric verification's findings, when known."""
+    fields: dict[str, Any] = {}
+    if result.verdict is not None:
+        fields |= {
+            "verdict": result.verdict.word,
+            "confidence": result.verdict.confidence,
+            "confidence_signals": result.verdict.signals,
+        }
+    if result.geometric is not None:
+        fields["geometric"] = {"verified": result.geometric.verified, "inliers": result.geometric.best_inliers}
+    return fields
 
 
 def overlay_frames(
@@ -161,6 +193,7 @@ def write_locate_outputs(
     *,
     source_frames: Sequence[int] | None = None,
     source_fps: float | None = None,
+    source_times: Sequence[float] | Mapping[int, float] | None = None,
     info: Mapping[str, Any] | None = None,
     ground_truth: ResponseTrack | None = None,
     show_query_frame: bool = False,
@@ -177,6 +210,7 @@ def write_locate_outputs(
         fps: the model's frame rate: ``track.mp4`` plays at it.
         source_frames: see :func:`locate_report`.
         source_fps: see :func:`locate_report`.
+        source_times: see :func:`locate_report`.
         info: see :func:`locate_report`.
         ground_truth: the annotated track (frames index the searched frames), drawn red and shaded on the plot.
         show_query_frame: end ``track.mp4`` with the query image and its box (for a box on a frame of the video;
@@ -197,6 +231,7 @@ def write_locate_outputs(
                 fps,
                 source_frames=source_frames,
                 source_fps=source_fps,
+                source_times=source_times,
                 info=info,
                 ground_truth=ground_truth,
                 show_query_frame=show_query_frame,
@@ -216,7 +251,8 @@ def write_locate_outputs(
         ground_truth=ground_truth.extent if ground_truth is not None else None,
         smoothed=None if np.array_equal(window.smoothed, scores) else window.smoothed,
         fps=fps,
-        title=f"{title}{': ' if title else ''}track {window.start}-{window.end} (peak {window.peak})",
+        title=f"{title}{': ' if title else ''}track {window.start}-{window.end} (peak {window.peak})"
+        + ("" if result.verdict is None else "\n" + verdict_text(result.verdict, window.start, window.end)),
         ruled_out_before=window.first_frame,
     )
     written = [out / "scores.png"]
@@ -235,7 +271,9 @@ def write_locate_outputs(
         written.append(out / "track.mp4")
     atomic_write_json(  # staged last: published last, so track.json marks a complete set
         stage(out / "track.json"),
-        locate_report(result, fps, source_frames=source_frames, source_fps=source_fps, info=info),
+        locate_report(
+            result, fps, source_frames=source_frames, source_fps=source_fps, source_times=source_times, info=info
+        ),
         indent=1,
     )
     return [out / "track.json", *written]

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import find_peaks, medfilt
 
-from prvql.config import InferenceConfig
+from prvql.config import ConfidenceConfig, InferenceConfig
 from prvql.errors import ConfigError
 from prvql.metrics.structures import ResponseTrack
 
-SCORE_MODES = ("constant", "peak")
+SCORE_MODES = ("constant", "peak", "confidence")
 
 
 @dataclass(frozen=True)
@@ -149,8 +149,11 @@ class PostProcessor:
         after_visual_crop: search only the frames after the visual crop's frame when it is among them (the Ego4D
             protocol rule of the module docstring; callers pass the crop's frame).
         score_mode: ``"constant"`` (every track gets ``constant_score``, as all published VQ2D results do, which
-            makes the AP ranking follow the annotation order) or ``"peak"`` (the smoothed score at the peak).
+            makes the AP ranking follow the annotation order), ``"peak"`` (the smoothed score at the peak) or
+            ``"confidence"`` (the answer's confidence, :mod:`prvql.infer.confidence`, from the curve alone here;
+            ``locate_video`` replaces it with the confidence that includes geometric verification).
         constant_score: the score in ``"constant"`` mode.
+        confidence: the coefficients of ``"confidence"`` mode (``inference.confidence``; None = the defaults).
     """
 
     def __init__(
@@ -163,6 +166,7 @@ class PostProcessor:
         after_visual_crop: bool = False,
         score_mode: str = "constant",
         constant_score: float = 1.0,
+        confidence: ConfidenceConfig | None = None,
     ) -> None:
         if score_mode not in SCORE_MODES:
             raise ValueError(f"score mode must be one of {SCORE_MODES} (got {score_mode!r})")
@@ -177,6 +181,7 @@ class PostProcessor:
         self.after_visual_crop = after_visual_crop
         self.score_mode = score_mode
         self.constant_score = constant_score
+        self.confidence = ConfidenceConfig() if confidence is None else confidence
 
     def first_frame(self, num_frames: int, visual_crop_frame: int | None) -> int:
         """The first frame that can be the answer among ``num_frames`` (0 unless ``after_visual_crop`` applies).
@@ -218,7 +223,12 @@ class PostProcessor:
             raise ValueError(f"boxes {boxes.shape} do not match {len(scores)} scores")
         window = self.window(scores, visual_crop_frame)
         frames = np.arange(window.start, window.end + 1)
-        score = self.constant_score if self.score_mode == "constant" else window.peak_score
+        if self.score_mode == "confidence":
+            from prvql.infer.confidence import judge  # it imports this module
+
+            score = judge(self.confidence, scores, window, None).confidence
+        else:
+            score = self.constant_score if self.score_mode == "constant" else window.peak_score
         return ResponseTrack(frames, boxes[frames], score), window
 
 
@@ -233,6 +243,7 @@ def build_postprocessor(cfg: InferenceConfig) -> PostProcessor:
             after_visual_crop=cfg.after_visual_crop,
             score_mode=cfg.score,
             constant_score=cfg.constant_score,
+            confidence=cfg.confidence,
         )
     except ValueError as exc:
         raise ConfigError(f"inference: {exc}") from exc

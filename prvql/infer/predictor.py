@@ -28,7 +28,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,6 +65,22 @@ class ClipQuery:
     image: Tensor
     num_frames: int
     output_size: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class EmbeddedFrames:
+    """Frames embedded beforehand (a video memory, ``prvql.infer.memory``): searched instead of decoded frames.
+
+    Attributes:
+        num_frames: frames ``0 .. num_frames - 1`` are available.
+        frame_size: (height, width) of the original frames (the boxes' pixels).
+        read: ``read(start, end, with_inputs)`` -> (features [end - start, C, h, w] as :meth:`Predictor.embed_frames`
+            gives them, model inputs [end - start, 3, S, S] when ``with_inputs`` (colour verification) else None).
+    """
+
+    num_frames: int
+    frame_size: tuple[int, int]
+    read: Callable[[int, int, bool], tuple[Tensor, Tensor | None]]
 
 
 @dataclass
@@ -208,12 +224,15 @@ class Predictor:
     # public API
 
     @torch.inference_mode()
-    def predict_clip(self, frames: Iterable[np.ndarray], queries: Sequence[ClipQuery]) -> dict[str, FrameScores]:
+    def predict_clip(
+        self, frames: Iterable[np.ndarray] | EmbeddedFrames, queries: Sequence[ClipQuery]
+    ) -> dict[str, FrameScores]:
         """Search one clip for several queries, sharing the backbone features of its frames.
 
         Args:
             frames: the clip's frames in order from frame 0, each uint8 [H, W, 3] (e.g. ``VideoReader.iter_frames``);
-                read lazily, only as far as the largest ``num_frames``.
+                read lazily, only as far as the largest ``num_frames``. Or :class:`EmbeddedFrames`: their features
+                are read instead of decoding and embedding frames (same results, without the backbone).
             queries: the queries; keys must be distinct.
 
         Returns:
@@ -234,7 +253,7 @@ class Predictor:
         v = self.verification
         query_colours = None if v is None else query_descriptors(query_images, v.query_shrink, v.grid)  # [Q, 6]
         lengths = [q.num_frames for q in active]
-        stream = _FrameStream(iter(frames), self)
+        stream = _FrameStream(frames if isinstance(frames, EmbeddedFrames) else iter(frames), self)
         accumulators: list[_Accumulator | None] = [None] * len(active)
         chunk = 0
         while True:
@@ -263,9 +282,19 @@ class Predictor:
             results[q.key] = acc.result(out_h, out_w, self.verification)
         return {k: results[k] for k in keys}
 
-    def predict(self, frames: Iterable[np.ndarray], query: ClipQuery) -> FrameScores:
+    def predict(self, frames: Iterable[np.ndarray] | EmbeddedFrames, query: ClipQuery) -> FrameScores:
         """One query: :meth:`predict_clip` with a single entry."""
         return self.predict_clip(frames, [query])[query.key]
+
+    @torch.inference_mode()
+    def embed_frames(self, frames: np.ndarray) -> tuple[Tensor, Tensor]:
+        """uint8 [N, H, W, 3] frames -> (features [N, C, h, w] the stages take, model inputs [N, 3, S, S])."""
+        t0 = time.perf_counter()
+        images = prepare_frames(
+            torch.from_numpy(frames).to(self.device), self.input_size, self.pad_value, self.released_preprocessing
+        )
+        self.stats.decode_seconds += time.perf_counter() - t0
+        return self._backbone(images), images
 
     # ------------------------------------------------------------------------------------------------------------
     # internals
@@ -377,7 +406,7 @@ def _check_verification(v: VerificationConfig) -> None:
 class _FrameStream:
     """Decodes frames lazily and keeps the backbone features of a sliding range ``[start, end)`` of them."""
 
-    def __init__(self, frames: Iterator[np.ndarray], predictor: Predictor) -> None:
+    def __init__(self, frames: Iterator[np.ndarray] | EmbeddedFrames, predictor: Predictor) -> None:
         self.frames = frames
         self.predictor = predictor
         self.start = 0
@@ -396,6 +425,9 @@ class _FrameStream:
             self.start = start
         if end <= self.end or self.exhausted_at is not None:
             return
+        if isinstance(self.frames, EmbeddedFrames):
+            self._read_embedded(end)
+            return
         p = self.predictor
         t0 = time.perf_counter()
         decoded = []
@@ -410,18 +442,31 @@ class _FrameStream:
             return
         if self.frame_size is None:
             self.frame_size = (int(decoded[0].shape[0]), int(decoded[0].shape[1]))
-        images = prepare_frames(
-            torch.from_numpy(np.stack(decoded)).to(p.device), p.input_size, p.pad_value, p.released_preprocessing
-        )
         p.stats.decode_seconds += time.perf_counter() - t0
-        feats = p._backbone(images)
+        self._add(*p.embed_frames(np.stack(decoded)))
+
+    def _read_embedded(self, end: int) -> None:
+        """Take frames ``[self.end, end)`` from :class:`EmbeddedFrames` (as many as it has)."""
+        source = self.frames
+        self.frame_size = source.frame_size
+        stop = min(end, source.num_frames)
+        if stop < end:
+            self.exhausted_at = stop
+        if stop <= self.end:
+            return
+        feats, images = source.read(self.end, stop, self.predictor.verification is not None)
+        self._add(feats.to(self.predictor.device), images)
+
+    def _add(self, feats: Tensor, images: Tensor | None) -> None:
+        """Append features [n, C, h, w] (and model inputs [n, 3, S, S], kept for verification) of the next frames."""
+        p = self.predictor
         self.feats = feats if self.feats is None else torch.cat([self.feats, feats])
         if p.verification is not None:
             self.inputs = images if self.inputs is None else torch.cat([self.inputs, images])
         p.stats.max_buffered_frames = max(p.stats.max_buffered_frames, self.feats.shape[0])
         if self.end == 0:
             self.start = 0
-        self.end += len(decoded)
+        self.end += feats.shape[0]
 
     def features(self, frame_ids: Tensor) -> Tensor:
         """Absolute frame indices [...] (all in ``[start, end)``) -> features [..., C, h, w]; consecutive indices

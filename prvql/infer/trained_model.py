@@ -4,7 +4,9 @@ Weights files (``prvql.weights_file.save_weights``) carry the trainable tensors 
 the weights alone are enough; the shipped demo model is used when neither a config nor weights are given. The
 weights may also be a self-contained file written by ``prvql convert`` or the authors' own VQLoC / PRVQL
 checkpoint files (any name not ending in ``.safetensors``), converted in memory
-(:mod:`prvql.model.released_weights`). Errors about an input carry its ``field`` (``"weights"``, ``"device"``).
+(:mod:`prvql.model.released_weights`), or the name ``vqloc`` / ``prvql`` of the authors' model converted and
+cached by ``prvql weights get`` (:mod:`prvql.named_weights`). Errors about an input carry its ``field``
+(``"weights"``, ``"device"``).
 """
 
 from __future__ import annotations
@@ -47,21 +49,25 @@ def load_inference_model(
     Args:
         config: config file, preset or :class:`Config`; ``None`` = the config stored in the weights file.
         weights: ``prvql.weights_file.save_weights`` file (the trainable parts, the backbone then coming from
-            ``cfg.model.backbone.weights``; or a self-contained file), or an authors' ``.pth`` checkpoint.
+            ``cfg.model.backbone.weights``; or a self-contained file), an authors' ``.pth`` checkpoint, or the name
+            ``vqloc`` / ``prvql`` of the authors' model cached by ``prvql weights get``
+            (:func:`prvql.named_weights.resolve_weights`).
             ``config`` and ``weights`` both None = the shipped demo model with its stored config
             (:func:`default_weights_path`).
         overrides: dotted ``key=value`` overrides applied last.
 
     Raises:
         ConfigError: a config without weights (field ``"weights"``), or a bad override.
-        CheckpointError: a missing or unfitting weights file.
+        CheckpointError: a missing or unfitting weights file, or a named model not downloaded yet.
     """
     from prvql.config import apply_overrides
     from prvql.model import build_prvql
     from prvql.model.backbone import build_backbone
     from prvql.model.released_weights import load_released
+    from prvql.named_weights import resolve_weights
     from prvql.weights_file import load_weights, load_weights_config, weights_include_backbone
 
+    weights = resolve_weights(weights)  # "vqloc" / "prvql": the authors' model from the cache (prvql weights get)
     if config is None and weights is None:
         weights = default_weights_path()
     if weights is None:

@@ -92,8 +92,8 @@ class AppearanceKnowledgeGeneration(nn.Module):
             ``[B, n, C, r, r]``; zero slots where ``keep`` is False.
         """
         b, t, c, h, w = video.shape
-        scale = chosen.new_tensor([w, h, w, h])
-        ordered = chosen.float() * scale
+        chosen = chosen.float()  # scaled by Python numbers: no host-to-device copy, no synchronisation
+        ordered = torch.stack((chosen[..., 0::2] * w, chosen[..., 1::2] * h), dim=-1).flatten(-2)
         if self.clamp_boxes:
             ordered = sorted_corners(clip_boxes(ordered, h, w))
         if self.swap_roi_axes:

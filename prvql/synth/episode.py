@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from prvql.atomic import atomic_write_text
 from prvql.data.annotations import load_annotations
 from prvql.data.extract import ExtractReport, extract_clips, extract_jobs
 from prvql.data.video import write_video
+from prvql.progress import tracked
 from prvql.synth.scene import Scene, SynthOptions, make_scene, render, scene_time
 
 __all__ = [
@@ -223,8 +224,6 @@ def write_synthetic_dataset(
     """
     from concurrent.futures import ProcessPoolExecutor
 
-    from tqdm import tqdm
-
     opts = opts or SynthOptions()
     out_dir = Path(out_dir)
     num_val = 0 if num_clips < 2 else min(num_clips - 1, max(1, round(num_clips * val_fraction)))
@@ -238,12 +237,12 @@ def write_synthetic_dataset(
             chunk = indices[v : v + clips_per_video]
             clip_seeds = [seeds[i] for i in chunk]
             jobs.append(_VideoJob(out_dir, split, clip_seeds, seeds[chunk[0]].spawn(1)[0], opts, pool, clips_only))
-    bar = {"total": len(jobs), "desc": "render videos", "unit": "video", "disable": not progress}
+    desc = "rendering clips" if clips_only else "rendering videos"
     if workers > 1:
         with ProcessPoolExecutor(workers) as executor:
-            videos = list(tqdm(executor.map(_render_video, jobs), **bar))
+            videos = list(tracked(executor.map(_render_video, jobs), desc, len(jobs), "video", enabled=progress))
     else:
-        videos = list(tqdm(map(_render_video, jobs), **bar))
+        videos = list(tracked(map(_render_video, jobs), desc, len(jobs), "video", enabled=progress))
     for split in splits:
         document = {
             "version": ANNOTATION_VERSION,
@@ -283,10 +282,16 @@ class Episode:
     fps: float
 
 
-def make_episode(seed: int, opts: SynthOptions | None = None, pool: str | None = "heldout") -> Episode:
+def make_episode(
+    seed: int,
+    opts: SynthOptions | None = None,
+    pool: str | None = "heldout",
+    progress: Callable[[int, int], None] | None = None,
+) -> Episode:
     """Render ONE fresh clip in memory (no files) and return its first valid query.
 
-    ``pool="heldout"`` uses only pictures that training with ``split_imagery`` never sees.
+    ``pool="heldout"`` uses only pictures that training with ``split_imagery`` never sees. ``progress(done, total)``
+    is called after each frame rendered (a scene without a valid query is dropped and the count starts again).
     """
     opts = opts or SynthOptions()
     step = _step(opts)
@@ -294,7 +299,11 @@ def make_episode(seed: int, opts: SynthOptions | None = None, pool: str | None =
     for attempt in range(EPISODE_SCENES):
         rng = np.random.default_rng([seed, attempt])
         scene = make_scene(rng, opts, pool, duration)
-        rendered = [render(scene, scene_time(opts, j * step), True, opts) for j in range(opts.num_frames)]
+        rendered = []
+        for j in range(opts.num_frames):
+            rendered.append(render(scene, scene_time(opts, j * step), True, opts))
+            if progress is not None:
+                progress(j + 1, opts.num_frames)
         for k, i in enumerate(scene.targets):
             boxes = [b[k] for _, b in rendered]  # xyxy per frame, None where not visible
             qs = make_query_set(rng, boxes, scene.things[i].title, opts, 0)

@@ -38,6 +38,12 @@ def scene_time(opts: SynthOptions, canonical_frame: float) -> float:
     return canonical_frame * SCENE_FPS / opts.video_fps
 
 
+# Smallest frame side the generator makes: objects are pasted at 16-42% of the frame height, shrunk by up to
+# sqrt(depth_scale) = 1.41, and a target counts as seen only with min_pixels = 48 visible pixels; below 64 pixels the
+# smallest objects could never be seen.
+MIN_FRAME_SIDE = 64
+
+
 @dataclass(frozen=True)
 class SynthOptions:
     """What to generate. Sizes are pixels; frame counts are 5 fps clip frames."""

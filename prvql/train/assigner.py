@@ -52,10 +52,10 @@ def assign_anchors(
     ious = anchor_ious(anchors, gt_boxes)
     ious = torch.where(occurrence[..., None], ious, torch.full_like(ious, -1.0))
     positive = ious > iou_threshold
-    if positive.any() or not occurrence.any():
-        return positive
+    # The fallback is computed every time and chosen on the device (no `if positive.any()`, which would wait for
+    # the GPU): the topk highest IoUs of the batch, keeping only anchors of frames with the target (IoU >= 0; the
+    # others hold -1), which is the top min(topk, anchors on target frames) -- none when no frame has the target.
     flat = ious.flatten()
-    k = min(topk, int(occurrence.sum()) * anchors.shape[0])
-    positive = torch.zeros_like(flat, dtype=torch.bool)
-    positive[flat.topk(k).indices] = True
-    return positive.reshape(ious.shape)
+    top = flat.topk(min(topk, flat.numel()))
+    fallback = torch.zeros_like(flat, dtype=torch.bool).index_put_((top.indices,), top.values >= 0)
+    return torch.where(positive.any(), positive, fallback.view_as(positive))

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
@@ -80,6 +81,11 @@ def stage_weights(scheme: str, num_stages: int) -> tuple[float, ...]:
 def _zero(like: Tensor) -> Tensor:
     """A zero that keeps ``like`` in the graph (DDP needs every output used)."""
     return like.sum() * 0.0
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` where ``mask`` is True (same shapes); 0, still in the graph, when the mask is empty."""
+    return torch.where(mask, values, 0.0).sum() / mask.sum().clamp(min=1)
 
 
 def box_losses(pred: Tensor, gt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -147,13 +153,19 @@ class PRVQLCriterion:
             if term != "frame_bce" or self.use_frame_bce
         }
 
-    def stage_losses(self, logits: Tensor, boxes: Tensor, positive: Tensor, targets: LossTargets) -> dict[str, Tensor]:
+    def stage_losses(
+        self, logits: Tensor, boxes: Tensor, positive: Tensor, where: tuple[Tensor, ...], targets: LossTargets
+    ) -> dict[str, Tensor]:
         """Unweighted terms of one stage.
+
+        The frames before the query frame are selected by masking, not indexing, so that no term waits for the GPU;
+        the positive anchors (a data-dependent number) are indexed with ``where``, found once for every stage.
 
         Args:
             logits: [B, T, A] anchor logits.
             boxes: [B, T, A, 4] decoded boxes, normalised xyxy.
             positive: [B, T, A] bool positive anchors.
+            where: ``positive.nonzero(as_tuple=True)``: three [P] index tensors.
             targets: boxes [B, T, 4], occurrence [B, T], before_query [B, T].
 
         Returns:
@@ -161,27 +173,18 @@ class PRVQLCriterion:
         """
         logits, boxes = logits.float(), boxes.float()
         supervised = targets.before_query.bool()
-        if supervised.any():
-            prob = sigmoid_focal_loss(
-                logits[supervised],
-                positive[supervised].float(),
-                alpha=self.focal_alpha,
-                gamma=self.focal_gamma,
-                reduction="mean",
-            )
-        else:
-            prob = _zero(logits)
-        gt = targets.boxes.float()[:, :, None, :].expand_as(boxes)
-        center, size, giou = box_losses(boxes[positive], gt[positive])
+        focal = sigmoid_focal_loss(
+            logits, positive.float(), alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none"
+        )
+        prob = _masked_mean(focal, supervised[..., None].expand_as(focal))
+        gt = targets.boxes.float()[where[0], where[1]]
+        center, size, giou = box_losses(boxes[where], gt)
         out = {"prob": prob, "center": center, "size": size, "giou": giou}
         if self.use_frame_bce:
-            frame_logits = logits.amax(dim=-1)
-            if supervised.any():
-                out["frame_bce"] = F.binary_cross_entropy_with_logits(
-                    frame_logits[supervised], targets.occurrence.float()[supervised]
-                )
-            else:
-                out["frame_bce"] = _zero(frame_logits)
+            frame_bce = F.binary_cross_entropy_with_logits(
+                logits.amax(dim=-1), targets.occurrence.float(), reduction="none"
+            )
+            out["frame_bce"] = _masked_mean(frame_bce, supervised)
         return out
 
     def __call__(self, outputs: dict, targets: LossTargets) -> dict[str, Tensor]:
@@ -201,9 +204,10 @@ class PRVQLCriterion:
         positive = assign_anchors(
             outputs["anchors"], targets.boxes, targets.occurrence, self.positive_iou, self.positive_topk
         )
+        where = positive.nonzero(as_tuple=True)  # the step's one wait for the GPU: P sizes the box terms
         losses: dict[str, Tensor] = {}
         for k, stage in enumerate(stages):
-            for term, value in self.stage_losses(stage["logits"], stage["boxes"], positive, targets).items():
+            for term, value in self.stage_losses(stage["logits"], stage["boxes"], positive, where, targets).items():
                 losses[f"loss_{term}_s{k}"] = value
         losses["loss"] = sum(self.weight_dict[key] * losses[key] for key in self.weight_dict)
         return losses

@@ -1,4 +1,5 @@
-"""Run logging: a tqdm progress bar, a JSON-lines log and, when tensorboard is installed, event files.
+"""Run logging: a progress bar (:func:`prvql.progress.progress_bar`: on a terminal a tqdm bar, elsewhere a line a
+minute), a JSON-lines log and, when tensorboard is installed, event files.
 
 ``RUN_DIR/log.jsonl`` holds one JSON object per line: ``{"split": "train", "iteration": i, "lr": ..., "loss": ...,
 "loss_prob_s0": ..., ...}`` every ``log_every`` iterations and ``{"split": "val", "iteration": i, ...}`` after each
@@ -13,9 +14,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tqdm import tqdm
-
 from prvql.atomic import atomic_write_text
+from prvql.progress import Bar, progress_bar
 
 LOG_NAME = "log.jsonl"
 
@@ -43,7 +43,7 @@ class RunLogger:
     ) -> None:
         self.enabled = enabled
         self.path = Path(run_dir) / LOG_NAME
-        self.bar: tqdm | None = None
+        self.bar: Bar | None = None
         self.writer: Any = None
         if not enabled:
             return
@@ -51,7 +51,7 @@ class RunLogger:
             kept = [r for r in read_log(self.path) if r.get("iteration", 0) <= start]
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.file = self.path.open("a")
-        self.bar = tqdm(total=total, initial=start, desc="train", unit="it", dynamic_ncols=True)
+        self.bar = progress_bar("train", total, "it", initial=start)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter

@@ -6,6 +6,7 @@ import io
 import json
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +28,36 @@ HEIGHT, WIDTH, FPS = 64, 96, 10.0
 BOX = [50, 20, 70, 40]  # xyxy on frame 15: the bright square there
 
 
-def moving_square(path: Path, num_frames: int) -> Path:
-    """A bright square moving over blocky noise, 10 fps."""
+def square_frames(num_frames: int) -> np.ndarray:
+    """uint8 [N, 64, 96, 3]: a bright square moving over blocky noise."""
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (num_frames, HEIGHT // 8, WIDTH // 8, 3), dtype=np.uint8).repeat(8, 1).repeat(8, 2)
     for i, frame in enumerate(frames):
         x = 10 + 2 * (i % 30)
         frame[20:40, x : x + 20] = 255
-    write_video(path, frames, fps=FPS)
+    return frames
+
+
+def moving_square(path: Path, num_frames: int) -> Path:
+    """The moving square as H.264 MP4, 10 fps."""
+    write_video(path, square_frames(num_frames), fps=FPS)
+    return path
+
+
+def moving_square_avi(path: Path, num_frames: int, b_frames: int = 0) -> Path:
+    """The moving square as MPEG-4 Part 2 in AVI (what browsers cannot play), 10 fps."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=int(FPS))
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.options = {"qscale": "2"}
+        stream.codec_context.max_b_frames = b_frames
+        for i, frame in enumerate(square_frames(num_frames)):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            picture.pts = i
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode(None))
     return path
 
 
@@ -86,9 +109,26 @@ def cli_locate(video: Path, weights: Path, out: Path, *query: str) -> dict:
     return json.loads((out / "track.json").read_text())
 
 
+def assert_same_json(a: object, b: object, where: str = "") -> None:
+    """Two track.json values equal, floats to 1e-4: a job runs on the upload's memory, whose features were embedded
+    in other batches than a search of the video embeds them in (float noise, as in tests/infer/test_memory.py)."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, abs=1e-4, rel=0), where
+    elif isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_json(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_json(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
 def same_result(app_report: dict, cli_report: dict) -> None:
-    for key in ("searched_frames", "source_fps", "model_fps", "width", "height", "track", "curve"):
-        assert app_report[key] == cli_report[key], key
+    for key in ("searched_frames", "source_fps", "model_fps", "width", "height", "track", "curve", "verdict"):
+        assert_same_json(app_report.get(key), cli_report.get(key), key)
 
 
 def test_box_before_a_frame_equals_prvql_locate(client: TestClient, video: Path, tiny_weights: Path, tmp_path):
@@ -207,7 +247,8 @@ def test_cancel_a_running_job(client: TestClient, tmp_path: Path) -> None:
     assert status["state"] == RUNNING and status["total"] == 600
     client.post(f"/api/jobs/{job}/cancel")
     status = wait(client, job)
-    assert status["state"] == CANCELLED and status["phase"] == "search" and status["done"] < 600
+    # the job waited for the upload's memory ("index") or searched it
+    assert status["state"] == CANCELLED and status["phase"] in ("index", "search") and status["done"] < 600
     assert client.get(f"/api/jobs/{job}/files/track.json").status_code == 409
     folder = client.app.state.store.root / "jobs" / job
     assert folder.is_dir() and list(folder.iterdir()) == []
@@ -288,3 +329,194 @@ def test_app_command_refuses_a_taken_port_before_loading_the_model(capsys) -> No
     assert capsys.readouterr().err.strip().startswith(f"prvql: error: --port: cannot listen on 127.0.0.1:{port} (")
     assert main(["app", "--port", "70000"]) == 2
     assert capsys.readouterr().err.strip() == "prvql: error: --port: must be in [1, 65535] (got 70000)"
+
+
+def wait_preview(client: TestClient, vid: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while (player := client.get(f"/api/videos/{vid}").json()["player"])["state"] == "making":
+        assert time.monotonic() < deadline, "the preview was not made"
+        assert 0 <= player["done"] <= player["total"]
+        time.sleep(0.05)
+    return player
+
+
+def test_a_video_the_browser_cannot_play_gets_a_preview(client: TestClient, tiny_weights: Path, tmp_path: Path):
+    avi = moving_square_avi(tmp_path / "Holiday clip.avi", 30, b_frames=2)
+    info = upload(client, avi).json()
+    assert info["name"] == "Holiday clip.avi" and info["player"]["state"] in ("making", "ready")
+    assert info["player"]["total"] == 30 and (info["num_frames"], info["width"], info["height"]) == (30, WIDTH, HEIGHT)
+    vid = info["id"]
+    player = wait_preview(client, vid)
+    assert player == {"state": "ready", "done": 30, "total": 30, "message": "", "url": f"/api/videos/{vid}/preview"}
+    response = client.get(player["url"])
+    assert response.headers["content-type"] == "video/mp4"
+    preview = tmp_path / "preview.mp4"
+    preview.write_bytes(response.content)
+    from PIL import Image
+
+    with VideoReader(avi) as source, VideoReader(preview) as played:
+        assert (played.num_frames, played.fps, played.width, played.height) == (30, FPS, WIDTH, HEIGHT)
+        for i in (0, 7, 16, 29):  # frame i of the preview is frame i of the reader the search uses
+            exact, shown = source.read([i])[0].astype(int), played.read([i])[0].astype(int)
+            other = source.read([i - 1 if i else 1])[0]  # every frame has its own noise: neighbours differ a lot
+            assert np.abs(shown - exact).mean() < 15 < 40 < np.abs(shown - other).mean()
+            jpeg = np.asarray(Image.open(io.BytesIO(client.get(f"/api/videos/{vid}/frames/{i}").content)))
+            assert np.abs(jpeg.astype(int) - exact).mean() < 3
+
+    job = client.post(f"/api/videos/{vid}/jobs", json={"frame": 25, "box": BOX}).json()["id"]
+    status = wait(client, job)
+    assert status["state"] == DONE, status
+    report = client.get(status["files"]["track.json"]).json()
+    expected = cli_locate(avi, tiny_weights, tmp_path / "cli", "--query-frame", "25", "--query-box", "50,20,20,20")
+    same_result(report, expected)
+    assert report["video"] == "Holiday clip.avi"
+
+
+def variable_rate_mp4(path: Path, num_frames: int) -> Path:
+    """H.264 MP4 of the moving square: its first half at 5 frames a second, the rest at 20."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=int(FPS))
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, frame in enumerate(square_frames(num_frames)):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            half = num_frames // 2
+            picture.pts = 200 * i if i < half else 200 * half + 50 * (i - half)
+            picture.time_base = Fraction(1, 1000)
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode(None))
+    return path
+
+
+def test_a_video_the_browser_plays_is_played_as_it_is(client: TestClient, video: Path, tmp_path: Path) -> None:
+    vfr = variable_rate_mp4(tmp_path / "phone.mp4", 20)
+    with VideoReader(vfr) as reader:
+        assert not reader.constant_rate and reader.num_frames == 20
+    assert wait_preview(client, upload(client, vfr).json()["id"])["state"] == "ready"  # the player maps time to frames
+
+    info = upload(client, video).json()
+    assert info["player"] == {
+        "state": "original",
+        "done": 0,
+        "total": 0,
+        "message": "",
+        "url": f"/api/videos/{info['id']}/file",
+    }
+    assert client.get(f"/api/videos/{info['id']}/preview").status_code == 409
+    assert not (client.app.state.store.root / "videos" / info["id"] / "preview.mp4").exists()
+
+
+def test_errors_name_the_uploaded_file_never_a_server_path(client: TestClient, video: Path, monkeypatch) -> None:
+    from prvql.app import server
+    from prvql.errors import VideoError
+
+    vid = upload(client, video, "Grand Café.mp4").json()["id"]
+    root = str(client.app.state.store.root)
+
+    def broken_read(self, indices, size=None):
+        raise VideoError(f"{self.path}: frame {indices[0]} could not be decoded (got 12 instead)")
+
+    monkeypatch.setattr(VideoReader, "read", broken_read)
+    response = client.get(f"/api/videos/{vid}/frames/11")
+    assert response.status_code == 400
+    assert response.json() == {"error": "Grand Café.mp4: frame 11 could not be decoded (got 12 instead)"}
+    monkeypatch.undo()
+
+    for failure in (VideoError, OSError):
+
+        def failing_locate(cfg, model, device, video, query, out_dir, failure=failure, **kwargs):
+            raise failure(f"{video}: cannot decode frame 7 (see {out_dir / 'track.json'})")
+
+        def failing_memory(cfg, model, device, memory, query, out_dir, *, video, failing_locate=failing_locate, **kw):
+            failing_locate(cfg, model, device, video, query, out_dir)
+
+        monkeypatch.setattr(server, "locate_video", failing_locate)
+        monkeypatch.setattr(server, "locate_memory", failing_memory)
+        job = client.post(f"/api/videos/{vid}/jobs", json={"frame": 15, "box": BOX}).json()["id"]
+        status = wait(client, job)
+        assert status["state"] == "failed" and root not in status["message"], status
+        assert status["message"].endswith("Grand Café.mp4: cannot decode frame 7 (see (a file of the server))")
+
+    def failing_index(cfg, model, device, video, output, **kwargs):
+        raise VideoError(f"{video}: cannot decode frame 3 (writing {output})")
+
+    monkeypatch.setattr(server, "index_video", failing_index)
+    vid = upload(client, video, "Grand Café.mp4").json()["id"]
+    assert wait_memory(client, vid)["message"] == (
+        "no memory: VideoError: Grand Café.mp4: cannot decode frame 3 (writing (a file of the server))"
+    )
+
+
+def test_the_page_has_a_favicon(client: TestClient) -> None:
+    for url in ("/favicon.ico", "/favicon.svg"):
+        response = client.get(url)
+        assert response.status_code == 200 and response.headers["content-type"].startswith("image/svg+xml")
+        assert response.text.lstrip().startswith("<svg")
+    assert 'rel="icon"' in client.get("/").text
+
+
+def wait_memory(client: TestClient, vid: str, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        memory = client.get(f"/api/videos/{vid}").json()["memory"]
+        if memory["state"] != "making":
+            return memory
+        time.sleep(0.05)
+    raise AssertionError(f"the memory of {vid} was not made")
+
+
+def test_locates_run_on_the_memory_indexed_once_after_the_upload(
+    client: TestClient, video: Path, tiny_weights: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from PIL import Image
+
+    from prvql.infer.predictor import Predictor
+
+    embedded = []  # frames per call of the backbone on video frames
+    real_embed = Predictor.embed_frames
+    monkeypatch.setattr(
+        Predictor, "embed_frames", lambda self, frames: (embedded.append(len(frames)), real_embed(self, frames))[1]
+    )
+    info = upload(client, video).json()
+    vid = info["id"]
+    assert info["memory"]["state"] in ("making", "ready")
+    assert wait_memory(client, vid) == {"state": "ready", "done": 10, "total": 10, "message": ""}
+    assert sum(embedded) >= 10  # the 10 sampled frames, embedded by the indexing
+    folder = client.app.state.store.root / "videos" / vid
+    assert (folder / "memory.h5").is_file()
+
+    crop = tmp_path / "mug.png"
+    Image.fromarray(np.full((24, 16, 3), 200, np.uint8)).save(crop)
+    client.put(f"/api/videos/{vid}/crop", content=crop.read_bytes())
+    embedded.clear()
+    box = wait(client, client.post(f"/api/videos/{vid}/jobs", json={"frame": 15, "box": BOX}).json()["id"])
+    image = wait(
+        client,
+        client.post(f"/api/videos/{vid}/jobs", json={"frame": 0, "crop": True, "search": "anywhere"}).json()["id"],
+    )
+    assert box["state"] == image["state"] == DONE, (box, image)
+    assert embedded == []  # neither Locate ran the backbone on the video's frames
+    expected = [
+        cli_locate(video, tiny_weights, tmp_path / "a", "--query-frame", "15", "--query-box", "50,20,20,20"),
+        cli_locate(video, tiny_weights, tmp_path / "b", "--query", str(crop)),
+    ]
+    assert embedded  # (the counter counts: `prvql locate --video` embeds the frames)
+    for status, cli in zip((box, image), expected, strict=True):
+        report = client.get(status["files"]["track.json"]).json()
+        assert report["track"]["frames"] and report["verdict"] in ("found", "not_found")
+        same_result(report, cli)
+
+
+def test_an_expired_upload_stops_its_indexing_and_loses_its_memory(client: TestClient, tmp_path: Path) -> None:
+    store = client.app.state.store
+    vid = upload(client, moving_square(tmp_path / "long.mp4", 1200)).json()["id"]
+    up = store.upload(client.cookies.get("prvql_session"), vid)
+    deadline = time.monotonic() + 60
+    while up.memory.done == 0:  # indexing has begun
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert store.cleanup(now=time.time() + 10_000) == 1
+    assert up._memory_ended.is_set() and up.memory.state == "making" and up.memory.done < 600
+    assert not up.folder.exists()

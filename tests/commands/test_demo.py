@@ -75,9 +75,13 @@ def test_demo_writes_every_output_and_scores_the_query(tiny_weights: Path, tmp_p
     for key in ("success", "recovery", "tAP25", "stAP25"):
         assert report["metrics"][key] == pytest.approx(expected[key]), key
 
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert f"response track: frames {track['track']['start']}-{track['track']['end']}" in printed
     assert f"tAP25 {expected['tAP25']:.3f}" in printed and f"tIoU {expected['tiou']:.3f}" in printed
+    # progress off a terminal: one line per phase on stderr
+    assert [line.split(":")[0] for line in captured.err.splitlines()] == ["rendering episode", "searching"]
+    assert f"searching: {qf}/{qf} frames in " in captured.err
     assert "elapsed" in printed and str(out / "track.mp4") in printed
     for name in ("track.json", "scores.png", "track.mp4", "query.png", "episode.mp4", "metrics.json"):
         assert name in printed and (out / name).is_file()

@@ -596,6 +596,17 @@ def test_the_old_out_spelling_still_works_with_one_warning_line(
     assert warnings == ["prvql: warning: --out is deprecated, use --output"]
 
 
+def test_predict_refuses_bad_inference_settings_before_creating_its_cache(workspace: Path, capsys) -> None:
+    """`--set inference.windows_per_batch=0` used to be refused after OUTPUT.cache/meta.json was written."""
+    clips = workspace / "in" / "clips"
+    clips.mkdir()
+    write_video_file(clips / "clip1.mp4")
+    paths = write_inputs(workspace)
+    argv = ["predict", "--annotations", paths["ann.json"], "--clips", clips, "--output", workspace / "out" / "p.json"]
+    line = refused(workspace, [*argv, "--set", "inference.windows_per_batch=0"], capsys)
+    assert "windows_per_batch (0) must be >= 1" in line
+
+
 def test_predict_cache_that_is_a_file_is_refused(workspace: Path, capsys) -> None:
     paths = write_inputs(workspace)
     clips = workspace / "in" / "clips"
@@ -678,6 +689,7 @@ def test_train_resume_in_an_empty_or_missing_folder_says_what_is_missing(workspa
         ["synth", "--seed", "-1", "--clips", "1"],
         ["synth", "--frames", str(10**6), "--clips", "1"],
         ["synth", "--width", str(10**6), "--clips", "1"],
+        ["synth", "--width", "2", "--height", "2", "--clips", "1"],  # below the smallest frame objects fit in
         ["synth", "--clips", str(10**9)],
         ["data", "cache-frames", "--annotations", "a.json", "--clips", "c", "--window", str(10**9)],
         ["data", "extract-clips", "--annotations", "a.json", "--videos", "v", "--workers", str(10**6)],

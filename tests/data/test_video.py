@@ -119,6 +119,30 @@ def test_missing_source_video_is_reported_not_fatal(tmp_path: Path) -> None:
     jobs = extract_jobs([load_annotations(annotations(tmp_path))])
     report = extract_clips(jobs, tmp_path / "no-videos", tmp_path / "clips", progress=False)
     assert list(report.failed) == ["clip-a"] and "video-1.mp4: video file not found" in report.failed["clip-a"]
+    assert not (tmp_path / "clips").exists()
+
+
+def test_unreadable_source_video_leaves_no_clips_folder(canonical: Path, tmp_path: Path, monkeypatch) -> None:
+    jobs = extract_jobs([load_annotations(annotations(tmp_path))])
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "video-1.mp4").write_bytes(b"\x00not a video" * 100)
+    report = extract_clips(jobs, videos, tmp_path / "clips", progress=False)
+    assert list(report.failed) == ["clip-a"] and "video-1.mp4" in report.failed["clip-a"]
+    assert not (tmp_path / "clips").exists()
+    # a source that breaks while its clip is written: the clip's folder, made to write it, goes too
+    (videos / "video-1.mp4").write_bytes(canonical.read_bytes())
+
+    def breaks(reader: VideoReader, *args, **kwargs):
+        yield code_frame(0)
+        raise VideoError(f"{reader.path}: cannot decode frame 13")
+
+    monkeypatch.setattr(VideoReader, "iter_frames", breaks)
+    report = extract_clips(jobs, videos, tmp_path / "clips", progress=False)
+    assert "cannot decode frame 13" in report.failed["clip-a"] and not (tmp_path / "clips").exists()
+    (tmp_path / "clips").mkdir()  # a folder that was there stays
+    extract_clips(jobs, videos, tmp_path / "clips", progress=False)
+    assert (tmp_path / "clips").is_dir()
 
 
 def test_bad_videos_raise_video_error(canonical: Path, tmp_path: Path) -> None:

@@ -1,0 +1,128 @@
+"""Geometric verification (SIFT + RANSAC) on generated textures: finds and boxes a pasted crop, leaves an
+unrelated video alone, moves the track to the last sighting, and names a bad setting."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from prvql.config import GeometricConfig
+from prvql.errors import ConfigError
+from prvql.infer.geometric import FeatureMatcher, candidate_frames, refine_track, verify_track
+
+H, W = 180, 320
+
+
+def texture(seed: int, height: int, width: int) -> np.ndarray:
+    """uint8 [h, w, 3] blurred noise: corners and blobs at many scales, so SIFT finds keypoints."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (height // 4, width // 4, 3), dtype=np.uint8)
+    image = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+    return cv2.GaussianBlur(image, (3, 3), 0)
+
+
+def scene(seed: int, obj: np.ndarray | None, at: tuple[int, int], scale: float = 1.0) -> tuple[np.ndarray, list]:
+    """A background frame with ``obj`` resized by ``scale`` pasted with its top-left at ``at``; (frame, xyxy)."""
+    frame = texture(seed, H, W)
+    if obj is None:
+        return frame, []
+    h, w = round(obj.shape[0] * scale), round(obj.shape[1] * scale)
+    x, y = at
+    frame[y : y + h, x : x + w] = cv2.resize(obj, (w, h), interpolation=cv2.INTER_LINEAR)
+    return frame, [x, y, x + w, y + h]
+
+
+def iou(a: np.ndarray, b: list) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return ix / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix)
+
+
+@pytest.fixture
+def obj() -> np.ndarray:
+    return texture(99, 72, 96)
+
+
+def test_matcher_boxes_the_object_and_rejects_other_frames(obj: np.ndarray) -> None:
+    matcher = FeatureMatcher(obj, ratio=0.75, min_inliers=10, max_scale=4.0, max_side=640)
+    frame, truth = scene(1, obj, (150, 60), scale=1.3)
+    inliers, box = matcher.match(frame)
+    assert inliers >= 10 and box is not None
+    assert iou(box, truth) > 0.9
+    other, _ = scene(2, None, (0, 0))
+    assert matcher.match(other)[1] is None
+
+
+def test_verify_moves_track_to_last_sighting_and_refines_boxes(obj: np.ndarray) -> None:
+    # object in frames 2-4 (early) and 8-11 (the last sighting); the model's track sits on 5-6 with loose boxes
+    made = [scene(10 + i, obj if (2 <= i <= 4 or 8 <= i <= 11) else None, (20 + 10 * i, 40)) for i in range(14)]
+    frames = [f for f, _ in made]
+    matcher = FeatureMatcher(obj, ratio=0.75, min_inliers=10, max_scale=4.0, max_side=640)
+    model = (5, 6, np.array([[0.0, 0.0, W, H]] * 2))
+    found = verify_track(matcher, lambda k: [frames[i] for i in k], 14, [9, 5, 3], model, max_track=100)
+    assert found.verified
+    assert (found.start, found.end) == (8, 11)
+    for i in range(8, 12):
+        assert iou(found.boxes[i - 8], made[i][1]) > 0.9
+    assert found.best_inliers >= 10
+
+
+def test_gap_is_bridged_with_interpolated_boxes(obj: np.ndarray) -> None:
+    # frame 5 shows nothing (an occlusion) between sightings 2-4 and 6-8
+    made = [scene(30 + i, obj if i in (2, 3, 4, 6, 7, 8) else None, (20 + 10 * i, 40)) for i in range(10)]
+    frames = [f for f, _ in made]
+    matcher = FeatureMatcher(obj, ratio=0.75, min_inliers=10, max_scale=4.0, max_side=640)
+    model = (0, 0, np.zeros((1, 4)))
+    read = lambda k: [frames[i] for i in k]  # noqa: E731
+    bridged = verify_track(matcher, read, 10, [7], model, max_track=100, max_gap=1)
+    assert (bridged.start, bridged.end) == (2, 8)
+    np.testing.assert_allclose(bridged.boxes[3], (bridged.boxes[2] + bridged.boxes[4]) / 2)
+    strict = verify_track(matcher, read, 10, [7], model, max_track=100, max_gap=0)
+    assert (strict.start, strict.end) == (6, 8)
+
+
+def test_nothing_verifies_keeps_the_model_track(obj: np.ndarray) -> None:
+    frames = [scene(50 + i, None, (0, 0))[0] for i in range(6)]
+    boxes = np.array([[1.0, 2.0, 30.0, 40.0]] * 2)
+    smoothed = np.array([0.1, 0.5, 0.2, 0.1, 0.6, 0.3])
+    found = refine_track(
+        GeometricConfig(), obj, smoothed, np.array([1, 4]), (3, 4, boxes), lambda k: [frames[i] for i in k]
+    )
+    assert not found.verified
+    assert (found.start, found.end) == (3, 4)
+    np.testing.assert_array_equal(found.boxes, boxes)
+    assert set(found.inliers) == {1, 4}  # both candidate peaks were tried
+
+
+def test_candidates_are_the_highest_peaks_most_recent_first() -> None:
+    smoothed = np.array([0.9, 0.1, 0.5, 0.1, 0.7, 0.1, 0.2])
+    assert candidate_frames(smoothed, np.array([0, 2, 4, 6]), 3) == [4, 2, 0]
+
+
+@pytest.mark.parametrize("key,value", [("candidates", 0), ("min_inliers", 3), ("ratio", 1.5), ("max_gap", -1)])
+def test_bad_setting_names_its_key(obj: np.ndarray, key: str, value: float) -> None:
+    cfg = GeometricConfig(**{key: value})
+    with pytest.raises(ConfigError, match=f"inference.geometric.{key}"):
+        refine_track(cfg, obj, np.zeros(3), np.array([0]), (0, 0, np.zeros((1, 4))), lambda k: [])
+
+
+def test_apply_geometric_moves_the_located_track(obj: np.ndarray, tiny_cfg) -> None:  # noqa: ANN001
+    from prvql.infer.locate import LocateResult, apply_geometric
+    from prvql.infer.postprocess import PostProcessor
+
+    made = [scene(70 + i, obj if 6 <= i <= 8 else None, (30 + 10 * i, 50)) for i in range(10)]
+    frames = [f for f, _ in made]
+    scores = np.array([0.1, 0.9, 0.8, 0.1, 0.1, 0.1, 0.3, 0.4, 0.3, 0.1], dtype=np.float32)  # the model peaks on 1
+    boxes = np.tile(np.array([0.0, 0.0, 50.0, 50.0], dtype=np.float32), (10, 1))
+    track, window = PostProcessor()(scores, boxes)
+    assert (window.start, window.end) == (1, 2)
+    query_image, query_box = scene(99, obj, (100, 40))
+    result = LocateResult(scores, boxes, track, window, (H, W), query_image, tuple(float(v) for v in query_box))
+    tiny_cfg.inference.geometric.enabled = True
+    moved = apply_geometric(tiny_cfg, result, lambda k: [frames[i] for i in k])
+    assert moved.geometric is not None and moved.geometric.verified
+    assert moved.track.extent == (6, 8) == (moved.window.start, moved.window.end)
+    assert 6 <= moved.window.peak <= 8
+    for i in range(6, 9):
+        assert iou(moved.track.boxes[i - 6], made[i][1]) > 0.9
+    np.testing.assert_array_equal(moved.scores, scores)  # the curve itself is left as the model gave it
