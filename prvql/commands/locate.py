@@ -171,10 +171,10 @@ def run(args: argparse.Namespace) -> int:
         found = search(args, cfg, model, device, query, progress)
     if len(found.result.track):
         first, last = found.result.track.extent
-        sources, fps = found.info.sources, found.info.fps
+        sources, times = found.info.sources, found.info.times
         print(
             f"track: frames {first}-{last} (source {sources[first]}-{sources[last]}, "
-            f"{sources[first] / fps:.2f}-{sources[last] / fps:.2f} s), "
+            f"{times[first]:.2f}-{times[last]:.2f} s), "
             f"peak score {found.result.window.peak_score:.3f}"
         )
         if found.result.verdict is not None:  # source-video frame numbers, as the user knows them

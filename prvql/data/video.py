@@ -8,9 +8,10 @@ Frame index rule (:class:`VideoReader`): frame ``i`` is the ``i``-th picture of 
   seeks to the last keyframe at or before the frame and decodes from there; frames are recognised by their pts.
 * Files whose times are missing or broken (raw streams; MPEG-4 Part 2 AVI with packed B-frames, whose decoder
   returns times 1, 2, 3, 5, 4, ... for pictures that are in display order): the index is the decoder's output
-  order from the start of the file, the order a player shows them in. Such a file is decoded once when it is opened
-  to count its frames and find its keyframes; random access seeks to a keyframe, checks that the decoder landed on
-  it (else decodes from the start) and counts frames from there. Frame times are then ``i / fps``.
+  order from the start of the file, the order a player shows them in. Such a file is decoded once when it is first
+  opened to count its frames and find its keyframes (remembered while the file is unchanged: opening it again costs
+  nothing); random access seeks to a keyframe, checks that the decoder landed on it (else decodes from the start)
+  and counts frames from there. Frame times are then ``i / fps``.
 
 Which rule a file follows is decided when it is opened, by decoding its first :data:`PROBE_FRAMES` frames.
 Packets that the container marks to be discarded (outside an edit list) are not frames.
@@ -28,6 +29,7 @@ Missing, truncated or undecodable files raise :class:`~prvql.errors.VideoError` 
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import logging
 import math
@@ -115,7 +117,7 @@ class VideoReader:
                     pts.append(packet.pts)
                     if packet.is_keyframe:
                         keys.append(packet.pts)
-            if not (full or len(decoded) < PROBE_FRAMES):
+            if len(decoded) >= PROBE_FRAMES:
                 continue
             for frame in self._stream.decode(packet):
                 if rotation is None:
@@ -124,12 +126,14 @@ class VideoReader:
                 decoded.append((frame.pts, frame.dts, bool(frame.key_frame)))
                 if frame.pts is None or (previous is not None and frame.pts <= previous):
                     full = True
+            if full:
+                break  # decode order: the packets' times are not used
         if not packets or not decoded:
             raise VideoError(f"{self.path}: the video has no frames")
         pts.sort()
-        if not full and not (len(pts) == packets == len(set(pts)) and [d[0] for d in decoded] == pts[: len(decoded)]):
-            self._open()
-            decoded = [(f.pts, f.dts, bool(f.key_frame)) for f in self._container.decode(self._stream)]
+        if full or not (len(pts) == packets == len(set(pts)) and [d[0] for d in decoded] == pts[: len(decoded)]):
+            stat = self.path.stat()
+            decoded, rotation = _decode_order(str(self.path.resolve()), stat.st_size, stat.st_mtime_ns)
             full = True
         self._set_geometry(rotation or 0)
         rate = self._stream.average_rate or self._stream.guessed_rate
@@ -333,6 +337,21 @@ class VideoReader:
                 i, frame = next(frames)
                 current = (i, self._to_array(frame, size))
             yield current
+
+
+@functools.lru_cache(maxsize=8)
+def _decode_order(path: str, size: int, mtime_ns: int) -> tuple[tuple[tuple[int | None, int | None, bool], ...], float]:
+    """(pts, dts, keyframe) of every frame of ``path`` in decoder output order, and the first frame's rotation: one
+    full decode, remembered for the file as it is (``size``, ``mtime_ns``) so that opening it again costs nothing."""
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        frames, rotation = [], 0.0
+        for frame in container.decode(stream):
+            if not frames:
+                rotation = frame.rotation or 0.0
+            frames.append((frame.pts, frame.dts, bool(frame.key_frame)))
+    return tuple(frames), rotation
 
 
 def resample_indices(num_frames: int, fps: float, target_fps: float, start: int = 0) -> list[int]:

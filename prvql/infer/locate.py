@@ -207,6 +207,8 @@ class VideoInfo:
         fps: source frame rate.
         width, height: frame size in pixels.
         sources: searched frame k (at the model's rate) -> source frame index.
+        times: searched frame k -> its time in seconds in the source video (its own frame times: exact for a
+            variable-rate video).
     """
 
     num_frames: int
@@ -214,6 +216,7 @@ class VideoInfo:
     width: int
     height: int
     sources: tuple[int, ...]
+    times: tuple[float, ...]
 
     @classmethod
     def of(cls, reader: VideoReader, model_fps: float) -> VideoInfo:
@@ -223,7 +226,8 @@ class VideoInfo:
         if reader.num_frames < 2:
             raise VideoError(f"{reader.path.name}: a single picture, not a video (give it as the crop image instead)")
         sources = tuple(reader.resample(model_fps))  # by time for a variable-rate video
-        return cls(reader.num_frames, reader.fps, reader.width, reader.height, sources)
+        times = tuple(reader.times[i] for i in sources)
+        return cls(reader.num_frames, reader.fps, reader.width, reader.height, sources, times)
 
     def to_dict(self) -> dict:
         return {
@@ -464,7 +468,7 @@ def locate_video(
             fps,
             source_frames=info.sources,
             source_fps=reader.fps,
-            source_times=reader.times,
+            times=info.times,
             info={"video": name, "query": query_info},
             show_query_frame=query.crop is None,
             title=Path(name).name,

@@ -329,7 +329,8 @@ class VideoMemory:
 
         sources = self.sources
         num_frames = self.video.num_frames if self.complete else (sources[-1] + 1 if sources else 0)
-        return VideoInfo(num_frames, self.video.fps, self.video.width, self.video.height, sources)
+        times = tuple(self.times(0, len(sources)).tolist())
+        return VideoInfo(num_frames, self.video.fps, self.video.width, self.video.height, sources, times)
 
     def features(self, start: int, end: int) -> Tensor:
         """float32 [end - start, C, h, w] features of stored frames ``start .. end - 1``."""
@@ -697,7 +698,6 @@ def locate_memory(
         if cfg.inference.geometric.enabled:
             result = apply_geometric(cfg, result, frames)
         result = with_verdict(cfg, result)
-        stored_times = memory.times(0, len(info.sources)).tolist()
         drawn = None
         if render_video:
             drawn = (f for _, f in reader.iter_resampled(memory.fps)) if reader else memory.frames(0, len(result))
@@ -709,7 +709,7 @@ def locate_memory(
             memory.fps,
             source_frames=info.sources,
             source_fps=info.fps,
-            source_times=reader.times if reader is not None else dict(zip(info.sources, stored_times, strict=True)),
+            times=info.times,
             info={"video": name, "query": query_info},
             show_query_frame=query.crop is None,
             title=Path(name).name,

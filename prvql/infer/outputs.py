@@ -45,17 +45,13 @@ if TYPE_CHECKING:  # locate.py imports this module
 
 
 def _frame_entry(
-    result: LocateResult,
-    k: int,
-    source_frames: Sequence[int],
-    source_fps: float,
-    source_times: Sequence[float] | Mapping[int, float] | None,
+    result: LocateResult, k: int, source_frames: Sequence[int], source_fps: float, times: Sequence[float] | None
 ) -> dict:
     source = int(source_frames[k])
     return {
         "frame": k,
         "source_frame": source,
-        "time": round(source_times[source] if source_times is not None else source / source_fps, 4),
+        "time": round(float(times[k]) if times is not None else source / source_fps, 4),
         "box": [round(float(v), 2) for v in result.boxes[k]],
         "score": round(float(result.scores[k]), 5),
     }
@@ -67,7 +63,7 @@ def locate_report(
     *,
     source_frames: Sequence[int] | None = None,
     source_fps: float | None = None,
-    source_times: Sequence[float] | Mapping[int, float] | None = None,
+    times: Sequence[float] | None = None,
     info: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The content of ``track.json`` (see the module docstring).
@@ -77,8 +73,8 @@ def locate_report(
         fps: the model's frame rate (of the searched frames).
         source_frames: searched frame k -> frame index in the source video; ``None`` = k (the frames are the source).
         source_fps: the source video's rate; ``None`` = ``fps``.
-        source_times: the time in seconds of every source frame (a variable-rate video's frame times); ``None`` =
-            ``source_frame / source_fps``.
+        times: the time in seconds of each searched frame in the source video (a variable-rate video's frame
+            times); ``None`` = ``source_frame / source_fps``.
         info: fields to put first (e.g. the video's name and the query).
     """
     n = len(result)
@@ -103,11 +99,10 @@ def locate_report(
             "track_threshold": window.track_threshold,
             "first_frame": window.first_frame,
             "frames": [
-                _frame_entry(result, k, source_frames, source_fps, source_times)
-                for k in range(window.start, window.end + 1)
+                _frame_entry(result, k, source_frames, source_fps, times) for k in range(window.start, window.end + 1)
             ],
         },
-        "curve": [_frame_entry(result, k, source_frames, source_fps, source_times) for k in range(n)],
+        "curve": [_frame_entry(result, k, source_frames, source_fps, times) for k in range(n)],
     }
 
 
@@ -193,7 +188,7 @@ def write_locate_outputs(
     *,
     source_frames: Sequence[int] | None = None,
     source_fps: float | None = None,
-    source_times: Sequence[float] | Mapping[int, float] | None = None,
+    times: Sequence[float] | None = None,
     info: Mapping[str, Any] | None = None,
     ground_truth: ResponseTrack | None = None,
     show_query_frame: bool = False,
@@ -210,7 +205,7 @@ def write_locate_outputs(
         fps: the model's frame rate: ``track.mp4`` plays at it.
         source_frames: see :func:`locate_report`.
         source_fps: see :func:`locate_report`.
-        source_times: see :func:`locate_report`.
+        times: see :func:`locate_report`.
         info: see :func:`locate_report`.
         ground_truth: the annotated track (frames index the searched frames), drawn red and shaded on the plot.
         show_query_frame: end ``track.mp4`` with the query image and its box (for a box on a frame of the video;
@@ -231,7 +226,7 @@ def write_locate_outputs(
                 fps,
                 source_frames=source_frames,
                 source_fps=source_fps,
-                source_times=source_times,
+                times=times,
                 info=info,
                 ground_truth=ground_truth,
                 show_query_frame=show_query_frame,
@@ -271,9 +266,7 @@ def write_locate_outputs(
         written.append(out / "track.mp4")
     atomic_write_json(  # staged last: published last, so track.json marks a complete set
         stage(out / "track.json"),
-        locate_report(
-            result, fps, source_frames=source_frames, source_fps=source_fps, source_times=source_times, info=info
-        ),
+        locate_report(result, fps, source_frames=source_frames, source_fps=source_fps, times=times, info=info),
         indent=1,
     )
     return [out / "track.json", *written]

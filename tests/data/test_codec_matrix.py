@@ -5,7 +5,9 @@ the same frames re-encoded as lossless H.264. Debian's ``opencv-doc`` AVIs are c
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -209,6 +211,30 @@ def test_packed_bframes_are_in_display_order(videos: dict[str, Path]) -> None:
         assert not reader.by_pts and reader.constant_rate and reader.fps == pytest.approx(10)
         assert all(np.array_equal(a, b) for a, b in zip(reader.iter_frames(), original, strict=True))
         assert np.array_equal(reader.read([17, 3])[0], original[17])
+
+
+def test_a_decode_order_file_is_decoded_once_until_it_changes(videos: dict[str, Path], tmp_path: Path) -> None:
+    from prvql.data import video as video_module
+
+    path = tmp_path / "packed.avi"
+    shutil.copyfile(video(videos, "mpeg4-packed-bframes.avi"), path)
+    decoded: list[str] = []
+    real = video_module.av.open
+
+    def counting_open(file, *args, **kwargs):  # full decodes open the file from the cached helper alone
+        decoded.append(str(file))
+        return real(file, *args, **kwargs)
+
+    video_module._decode_order.cache_clear()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(video_module.av, "open", counting_open)
+        first = [VideoReader(path).num_frames for _ in range(3)]
+        opens_for_three = len(decoded)
+        os.utime(path, ns=(0, 0))  # the file "changes": decoded again
+        again = VideoReader(path).num_frames
+    info = video_module._decode_order.cache_info()
+    assert first == [again] * 3 and info.misses == 2 and info.hits == 2
+    assert opens_for_three == 3 + 1 and len(decoded) == opens_for_three + 2  # one open per reader + one full decode
 
 
 def test_rotation_gives_frames_as_shown(videos: dict[str, Path]) -> None:
