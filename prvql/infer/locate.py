@@ -387,6 +387,47 @@ def with_verdict(cfg: Config, result: LocateResult) -> LocateResult:
     return dataclasses.replace(result, verdict=verdict, track=track)
 
 
+def verify_judge_write(
+    cfg: Config,
+    result: LocateResult,
+    info: VideoInfo,
+    frames_at: Callable[[list[int]], list[np.ndarray]],
+    rendered: Iterable[np.ndarray] | None,
+    out_dir: Path,
+    *,
+    fps: float,
+    name: str,
+    query_info: dict,
+    show_query_frame: bool,
+    progress: Progress | None,
+) -> LocatedVideo:
+    """The end of a search, shared by :func:`locate_video` and :func:`prvql.infer.memory.locate_memory`: geometric
+    verification (if on), the verdict, then ``track.json``, ``scores.png`` and ``track.mp4``.
+
+    Args:
+        frames_at: reads searched frames by index -> uint8 [H, W, 3] frames (for geometric verification).
+        rendered: the searched frames again, in order, for ``track.mp4``; ``None`` = no video.
+        fps: the searched frames' rate (``track.mp4`` plays at it).
+        name, query_info: ``track.json``'s ``video`` and ``query`` fields; ``name``'s file name titles the plot.
+    """
+    if cfg.inference.geometric.enabled:
+        result = apply_geometric(cfg, result, frames_at)
+    result = with_verdict(cfg, result)
+    written = write_locate_outputs(
+        result,
+        None if rendered is None else _counted(rendered, len(result), progress),
+        out_dir,
+        fps,
+        source_frames=info.sources,
+        source_fps=info.fps,
+        times=info.times,
+        info={"video": name, "query": query_info},
+        show_query_frame=show_query_frame,
+        title=Path(name).name,
+    )
+    return LocatedVideo(result, info, written)
+
+
 def locate_video(
     cfg: Config,
     model: nn.Module,
@@ -450,27 +491,28 @@ def locate_video(
             num_frames=searched,
             progress=None if progress is None else lambda done, total: progress("search", done, total),
         )
-        if cfg.inference.geometric.enabled:
-            kept = searched_frames.frames
-            result = apply_geometric(
-                cfg,
-                result,
-                lambda k: [kept[i] for i in k] if kept is not None else list(reader.read([info.sources[i] for i in k])),
-            )
-        result = with_verdict(cfg, result)
         kept = searched_frames.frames
-        again = (frame for _, frame in reader.iter_resampled(fps)) if kept is None else kept
-        frames = _counted(again, len(result), progress)
-        written = write_locate_outputs(
+
+        def frames_at(indices: list[int]) -> list[np.ndarray]:
+            return (
+                [kept[i] for i in indices]
+                if kept is not None
+                else list(reader.read([info.sources[i] for i in indices]))
+            )
+
+        rendered = None
+        if render_video:
+            rendered = (frame for _, frame in reader.iter_resampled(fps)) if kept is None else kept
+        return verify_judge_write(
+            cfg,
             result,
-            frames if render_video else None,
+            info,
+            frames_at,
+            rendered,
             out_dir,
-            fps,
-            source_frames=info.sources,
-            source_fps=reader.fps,
-            times=info.times,
-            info={"video": name, "query": query_info},
+            fps=fps,
+            name=name,
+            query_info=query_info,
             show_query_frame=query.crop is None,
-            title=Path(name).name,
+            progress=progress,
         )
-    return LocatedVideo(result, info, written)

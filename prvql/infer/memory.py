@@ -659,8 +659,7 @@ def locate_memory(
         PRVQLError: another model, another video, a corrupt memory, or a query that does not fit.
     """
     from prvql.data.images import read_image
-    from prvql.infer.locate import LocatedVideo, _counted, apply_geometric, locate, parse_query, with_verdict
-    from prvql.infer.outputs import write_locate_outputs
+    from prvql.infer.locate import locate, parse_query, verify_judge_write
     from prvql.infer.postprocess import build_postprocessor
     from prvql.infer.predictor import build_predictor
 
@@ -695,26 +694,22 @@ def locate_memory(
                 return list(reader.read([info.sources[i] for i in indices]))
             return [next(memory.frames(i, i + 1)) for i in indices]
 
-        if cfg.inference.geometric.enabled:
-            result = apply_geometric(cfg, result, frames)
-        result = with_verdict(cfg, result)
-        drawn = None
+        rendered = None
         if render_video:
-            drawn = (f for _, f in reader.iter_resampled(memory.fps)) if reader else memory.frames(0, len(result))
-            drawn = _counted(drawn, len(result), progress)  # ("render", done, total), as locate_video reports
-        written = write_locate_outputs(
+            rendered = (f for _, f in reader.iter_resampled(memory.fps)) if reader else memory.frames(0, len(result))
+        return verify_judge_write(
+            cfg,
             result,
-            drawn,
+            info,
+            frames,
+            rendered,
             out_dir,
-            memory.fps,
-            source_frames=info.sources,
-            source_fps=info.fps,
-            times=info.times,
-            info={"video": name, "query": query_info},
+            fps=memory.fps,
+            name=name,
+            query_info=query_info,
             show_query_frame=query.crop is None,
-            title=Path(name).name,
+            progress=progress,
         )
-    return LocatedVideo(result, info, written)
 
 
 def _query_frame(
