@@ -10,9 +10,13 @@ at toy sizes (6-frame windows at 112 px, one ViT block, one round): plumbing onl
 - ``stages``: everything after the backbone for one paper-size window (30 frames, 32x32 ViT-B features) of
   ``prvql_vitb14`` and ``vqloc_vitb14``, before and after each exact speed-up, cumulatively: the plain path
   (full masked temporal attention, batch norms, ``forward_features`` reducing channels inside and decoding every
-  stage's boxes), + banded temporal attention, + batch norm folded into the convs, + embeddings reduced once
-  outside the stages with intermediate boxes decoded for AKG's frames only (``embed`` + ``forward_embedded``, the
-  Predictor's path). Also the bf16-autocast approximation on the CPU (speed and the largest output difference).
+  stage's boxes, attention probes through padded values), + banded temporal attention, + batch norm folded into
+  the convs, + embeddings reduced once outside the stages with intermediate boxes decoded for AKG's frames only
+  (``embed`` + ``forward_embedded``), + channels-last convs, + attention probes read from the softmax normaliser,
+  + the last stage regressing each frame's best anchor only (``forward_embedded(top=True)``, the Predictor's
+  path). A plain timm DINOv2 ViT-B/14 forward on one image is timed in the same rounds: the stages' share is
+  stage time per frame / ViT time per image, before and after. Also the bf16-autocast approximation on the CPU
+  (speed and the largest output difference).
 - ``queries``: the Predictor end to end on one 30-frame window with Q = 1 and Q = 3 queries, before (the plain
   model through ``forward_features``) and after, against the bound ``backbone + Q x stages``; the backbone is cut
   to ``--queries-depth`` blocks so that it fits a CPU run.
@@ -50,7 +54,8 @@ from torch import nn
 
 from prvql.config import load_config
 from prvql.model import build_prvql
-from prvql.model.head import AnchorHead
+from prvql.model.head import AnchorHead, top_boxes
+from prvql.model.layers import MultiHeadAttention
 from prvql.model.temporal import MaskedSpatioTemporalAttention
 
 QUICK = ["model.num_frames=6", "model.input_size=112", "model.backbone.depth=1"]  # --quick: toy windows
@@ -144,52 +149,98 @@ def bench_backbone(args: argparse.Namespace) -> dict:
     return result
 
 
-def stages_of(name: str, rounds: int, overrides: list[str]) -> dict:
-    """The ``stages`` section for one preset."""
+def set_normaliser_probes(model: nn.Module, on: bool) -> nn.Module:
+    for module in model.modules():
+        if isinstance(module, MultiHeadAttention):
+            module.normaliser_probe = on
+    return model
+
+
+def plain_vit(quick: bool) -> Callable[[], object]:
+    """One plain timm DINOv2 ViT-B/14 ``forward_features`` on one image at 448 px (``quick``: 112 px, one block),
+    the unit of the stages' share."""
+    import timm
+
+    size, kwargs = (112, {"depth": 1}) if quick else (448, {})
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_base_patch14_dinov2", pretrained=False, num_classes=0, img_size=size, **kwargs)
+    vit, image = vit.eval(), torch.randn(1, 3, size, size)
+    return lambda: vit.forward_features(image)
+
+
+STAGE_ROWS = {  # variant -> row of ms_per_frame (cumulative)
+    "plain": "before",
+    "banded": "+banded",
+    "fused": "+fused_bn",
+    "embedded": "+embedded_once_and_akg_boxes_only (stages per query)",
+    "channels_last": "+channels_last_convs",
+    "normaliser": "+probes_from_softmax_normaliser",
+    "top": "+top_anchor_boxes_only (stages per query, after)",
+}
+
+
+def stages_of(name: str, rounds: int, overrides: list[str], vit: Callable[[], object]) -> dict:
+    """The ``stages`` section for one preset; ``vit`` is timed in the same rounds."""
     cfg, model = paper_model(name, overrides)
     t, grid = cfg.model.num_frames, cfg.model.input_size // 14
     torch.manual_seed(1)
     frame_feats = torch.randn(1, t, 768, grid, grid)
     query_feats = torch.randn(1, 768, grid, grid)
-    plain = set_banded(copy.deepcopy(model), False)
-    banded = set_banded(copy.deepcopy(model), True)
+    plain = set_normaliser_probes(set_banded(copy.deepcopy(model), False), False)
+    banded = set_normaliser_probes(set_banded(copy.deepcopy(model), True), False)
     fused = set_banded(copy.deepcopy(model), True).fuse_for_inference()
+    fused_nchw = set_normaliser_probes(copy.deepcopy(fused).to(memory_format=torch.contiguous_format), False)
+    fused_padded = set_normaliser_probes(copy.deepcopy(fused), False)
     with torch.inference_mode():
         video = fused.reduction(frame_feats[0])[None]
         query = fused.reduction(query_feats)
 
         def run(variant: str, bf16: bool = False) -> dict:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                if variant == "plain":
-                    return plain.forward_features(frame_feats, query_feats)
-                if variant == "banded":
-                    return banded.forward_features(frame_feats, query_feats)
+                if variant in ("plain", "banded"):
+                    return (plain if variant == "plain" else banded).forward_features(frame_feats, query_feats)
                 if variant == "fused":
-                    return fused.forward_features(frame_feats, query_feats)
+                    return fused_nchw.forward_features(frame_feats, query_feats)
                 if variant == "reduction":
                     return fused.reduction(torch.cat([query_feats, frame_feats[0]]))
-                return fused.forward_embedded(video, query)
+                if variant == "embedded":
+                    return fused_nchw.forward_embedded(video, query)
+                if variant == "channels_last":
+                    return fused_padded.forward_embedded(video, query)
+                return fused.forward_embedded(video, query, top=variant == "top")
 
-        variants = ["plain", "banded", "fused", "reduction", "embedded"]
-        timings = interleaved({v: (lambda v=v: run(v)) for v in variants}, rounds)
+        variants = [*STAGE_ROWS, "reduction"]
+        timings = interleaved({**{v: (lambda v=v: run(v)) for v in variants}, "timm_vit": vit}, rounds)
         bf16 = interleaved(
             {"embedded_fp32": lambda: run("embedded"), "embedded_bf16": lambda: run("embedded", True)}, rounds
         )
-        reference, optimised, approx = run("plain"), run("embedded"), run("embedded", bf16=True)
+        reference, optimised, approx = run("plain"), run("normaliser"), run("embedded", bf16=True)
         exact = max((optimised[k] - reference[k]).abs().max().item() for k in ("logits", "boxes"))
-    after = timings["embedded"]["median_s"] + timings["reduction"]["median_s"]
+        top, best = run("top"), top_boxes(reference["logits"], reference["boxes"])
+        exact_top = max(
+            (top[k] - ref).abs().max().item() for k, ref in zip(("top_logits", "top_boxes"), best, strict=True)
+        )
+    after = timings["top"]["median_s"] + timings["reduction"]["median_s"]
+    vit_s = timings["timm_vit"]["median_s"]
+    share = {
+        "before (plain)": round(timings["plain"]["median_s"] / t / vit_s, 4),
+        "before (inference path: fused, embedded once, AKG-only boxes)": round(
+            timings["embedded"]["median_s"] / t / vit_s, 4
+        ),
+        "after (+ channels-last convs, normaliser probes, top-anchor boxes)": round(
+            timings["top"]["median_s"] / t / vit_s, 4
+        ),
+    }
     results = {
         **timings,
         "ms_per_frame": {
-            "before": round(1000 * timings["plain"]["median_s"] / t, 2),
-            "+banded": round(1000 * timings["banded"]["median_s"] / t, 2),
-            "+fused_bn": round(1000 * timings["fused"]["median_s"] / t, 2),
-            "+embedded_once_and_akg_boxes_only (stages + one reduction)": round(1000 * after / t, 2),
-            "stages_only_after (per query)": round(1000 * timings["embedded"]["median_s"] / t, 2),
+            **{row: round(1000 * timings[v]["median_s"] / t, 2) for v, row in STAGE_ROWS.items()},
             "reduction_per_frame (once per clip)": round(1000 * timings["reduction"]["median_s"] / t, 2),
         },
-        "after_vs_before_time": round(after / timings["plain"]["median_s"], 3),
+        "stages_per_frame_over_timm_vit_per_image": share,
+        "after_vs_before_time (stages + one reduction vs plain)": round(after / timings["plain"]["median_s"], 3),
         "max_abs_diff_after_vs_before": exact,
+        "max_abs_diff_top_anchor_vs_before": exact_top,
         "bf16_cpu": {
             **bf16,
             "speedup": round(bf16["embedded_fp32"]["median_s"] / bf16["embedded_bf16"]["median_s"], 2),
@@ -198,20 +249,20 @@ def stages_of(name: str, rounds: int, overrides: list[str]) -> dict:
             "logit_scale": reference["logits"].abs().max().item(),
         },
     }
-    print(json.dumps({name: results["ms_per_frame"]}), flush=True)
+    print(json.dumps({name: {**results["ms_per_frame"], "stage share (vs timm ViT per image)": share}}), flush=True)
     return results
 
 
 def bench_stages(args: argparse.Namespace) -> dict:
     overrides = QUICK if args.quick else []
-    out = {name: stages_of(name, args.rounds, overrides) for name in ("prvql_vitb14", "vqloc_vitb14")}
+    vit = plain_vit(args.quick)
+    out = {name: stages_of(name, args.rounds, overrides, vit) for name in ("prvql_vitb14", "vqloc_vitb14")}
     p, v = out["prvql_vitb14"], out["vqloc_vitb14"]
     out["prvql_after_vs_vqloc_before_time"] = round(
-        (p["embedded"]["median_s"] + p["reduction"]["median_s"]) / v["plain"]["median_s"], 3
+        (p["top"]["median_s"] + p["reduction"]["median_s"]) / v["plain"]["median_s"], 3
     )
     out["prvql_after_vs_vqloc_after_time"] = round(
-        (p["embedded"]["median_s"] + p["reduction"]["median_s"])
-        / (v["embedded"]["median_s"] + v["reduction"]["median_s"]),
+        (p["top"]["median_s"] + p["reduction"]["median_s"]) / (v["top"]["median_s"] + v["reduction"]["median_s"]),
         3,
     )
     return out

@@ -5,10 +5,11 @@ A generated 640x360 video of ``--memory-seconds`` (120 by default: 600 frames at
 ``--quick``) is indexed once (timed), then one box query (the last frame's object, searched before it) is answered
 in alternating rounds, order rotated, through ``locate_video`` (decode + backbone + stages + post-processing, no
 ``track.mp4``) and through ``locate_memory`` (query embedding + stages + post-processing on the stored features).
-Models: the shipped demo model, and ``prvql_vitb14`` with random weights (paper size: ViT-B/14 at 448 px, 30-frame
+Models (``--memory-models``): the shipped demo model (with its stored overlapping windows, and with
+``inference.window_overlap=0``), and ``prvql_vitb14`` with random weights (paper size: ViT-B/14 at 448 px, 30-frame
 windows; toy sizes with ``--quick``). Also per model: the stages' share of the ``--video`` time (the Predictor's
 stage seconds over the memory, the whole cost of a question once the video is remembered), and for ``float16`` /
-``int8`` storage the largest change of the tracks against ``float32`` (exact).
+``int8`` storage (``--memory-storages``) the largest change of the tracks against ``float32`` (exact).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from benchmarks.cpu_speed import QUICK, interleaved, paper_model, ratio
+from prvql.config import apply_overrides
 from prvql.data.video import write_video
 from prvql.infer.locate import Query, locate, locate_video
 from prvql.infer.memory import VideoMemory, index_video, locate_memory
@@ -65,10 +67,13 @@ def track_change(a: object, b: object) -> dict:
 def measure(
     name: str, seconds: float, rounds: int, storages: tuple[str, ...] = ("float16", "int8"), quick: bool = False
 ) -> dict:
-    """One model (``demo`` or ``paper``; ``quick``: the paper-size model at toy sizes) on a generated video of
-    ``seconds``."""
-    if name == "demo":
+    """One model on a generated video of ``seconds``: ``demo`` (the shipped model and its stored search: a 12-frame
+    window starting at every frame), ``demo_overlap0`` (the same with windows side by side, as the released code
+    searches) or ``paper`` (``quick``: the paper-size model at toy sizes)."""
+    if name.startswith("demo"):
         cfg, model = load_inference_model(None, None)
+        if name == "demo_overlap0":  # the released search: windows side by side, 1/12 of the stage work
+            cfg = apply_overrides(cfg, ["inference.window_overlap=0"])
     else:
         cfg, model = paper_model("prvql_vitb14", QUICK if quick else [])
         model = model.fuse_for_inference()
@@ -127,11 +132,16 @@ def measure(
 
 
 def bench_memory(args: argparse.Namespace) -> dict:
-    """The section: both models, 2 torch threads (restored after)."""
+    """The section: the models of ``--memory-models`` (both by default), 2 torch threads (restored after)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     seconds = args.memory_seconds
     try:
-        return {name: measure(name, seconds, args.rounds, quick=args.quick) for name in ("demo", "paper")}
+        models = args.memory_models.split(",")
+        storages = () if args.memory_storages == "none" else tuple(args.memory_storages.split(","))
+        return {
+            name: measure(name, seconds, args.rounds, () if name == "demo_overlap0" else storages, args.quick)
+            for name in models
+        }
     finally:
         torch.set_num_threads(threads)

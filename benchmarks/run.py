@@ -135,6 +135,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--e2e-depth", type=int, default=12, help="e2e: ViT-B blocks kept (12 = all; 1 with --quick)")
     parser.add_argument("--video-seconds", type=float, help="decode: length of the 1080p video (default 6; 1)")
     parser.add_argument("--memory-seconds", type=float, help="memory: length of the 640x360 video (default 120; 6)")
+    parser.add_argument(
+        "--memory-models",
+        default="demo,demo_overlap0,paper",
+        help="memory: comma-separated subset of demo,demo_overlap0,paper (default all)",
+    )
+    parser.add_argument(
+        "--memory-storages",
+        default="float16,int8",
+        help="memory: compact storages compared with float32 (each indexes the video again; 'none' for none)",
+    )
     parser.add_argument("--no-compile", action="store_true", help="leave the compile section out")
     parser.add_argument(
         "--deadline-s",
@@ -163,6 +173,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for option in ("rounds", "frames", "images", "queries_depth", "e2e_depth", "compile_windows"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')}: must be >= 1 (got {getattr(args, option)})")
+    if not args.memory_models or not set(args.memory_models.split(",")) <= {"demo", "demo_overlap0", "paper"}:
+        parser.error(
+            f"--memory-models: a comma-separated subset of demo,demo_overlap0,paper (got {args.memory_models!r})"
+        )
+    if args.memory_storages != "none" and not set(args.memory_storages.split(",")) <= {"float16", "int8"}:
+        parser.error(f"--memory-storages: float16, int8, both or none (got {args.memory_storages!r})")
     if args.video_seconds <= 0:
         parser.error(f"--video-seconds: must be > 0 (got {args.video_seconds})")
     if args.deadline_s is not None and args.deadline_s <= 0:

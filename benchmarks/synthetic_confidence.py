@@ -12,11 +12,16 @@ python -m benchmarks.synthetic_confidence --annotations H/vq_val.json --clips H/
    metrics (:func:`prvql.infer.predictions.load_predictions`, :func:`prvql.metrics.evaluation.evaluate_predictions`).
 3. ``prvql locate``: each curve is post-processed as ``locate_video`` does (no visual-crop frame, so
    ``inference.after_visual_crop`` does not apply), verified on the clip's frames
-   (:func:`prvql.infer.locate.apply_geometric`) and judged (:func:`prvql.infer.locate.with_verdict`); a track is
-   right when its stIoU with the truth is >= 0.05. Reported: the AUROC of the confidence (and of the peak score) for
-   "right", right tracks said "not found", wrong tracks said "found"; and the same with geometric verification off.
+   (:func:`prvql.infer.locate.apply_geometric`, the crop given as an image whose frame is unknown, as a user who
+   cut it from the video gives it: its own frame is found from pixels) and judged
+   (:func:`prvql.infer.locate.with_verdict`); a track is right when its stIoU with the truth is >= 0.05. Reported:
+   the AUROC of the confidence (and of the peak score) for "right", right tracks said "not found", wrong tracks said
+   "found", ``crop_source_found`` = [crop's frame found right, found at all, crop frames among the searched]; and
+   the same with geometric verification off. Each query's confidence signals are kept (``queries``), so a report
+   of a fitting split can feed ``benchmarks/real/fit_confidence.py --synthetic``.
 
-The confidence is measured, never fitted, here. Clips must be decoded at the annotations' frame size.
+The confidence is measured, never fitted, here (and a held-out report is never fitted on). Clips must be decoded
+at the annotations' frame size.
 """
 
 from __future__ import annotations
@@ -94,19 +99,26 @@ def locate_queries(cfg: Config, annotations: AnnotationSet, cache: ScoreCache, c
                 cached.scores, cached.boxes, track, window, image.shape[:2], image, tuple(record.visual_crop_box)
             )
             truth = ResponseTrack.from_pairs(record.response_track)
-            row = {"key": record.key, "frames": len(cached), "peak_score": window.peak_score}
-            verified = apply_geometric(
-                cfg, plain, lambda k, clip=frames: [clip[i] for i in k]
-            )  # whatever geometric.enabled
+            row = {
+                "key": record.key,
+                "frames": len(cached),
+                "peak_score": window.peak_score,
+                "visual_crop_frame": record.visual_crop_frame,
+            }
+            # whatever geometric.enabled; the crop as an image whose frame is unknown (found from its pixels)
+            verified = apply_geometric(cfg, plain, lambda k, clip=frames: [clip[i] for i in k], find_source=True)
             for name, result in (("geometric_on", verified), ("geometric_off", plain)):
                 judged = with_verdict(cfg, result)
                 geo = judged.geometric
                 row[name] = {
                     "stiou": spatio_temporal_iou(judged.track, truth),
+                    "track": list(judged.track.extent),
                     "confidence": judged.verdict.confidence,
                     "found": judged.verdict.found,
                     "inliers": None if geo is None else geo.best_inliers,
                     "verified": None if geo is None else geo.verified,
+                    "crop_source_frame": None if geo is None else geo.crop_source_frame,
+                    "signals": judged.verdict.signals,
                 }
             rows.append(row)
     return rows
@@ -126,6 +138,11 @@ def verdict_summary(rows: list[dict], name: str) -> dict:
         "right_not_found": [int((~found[right]).sum()), int(right.sum())],
         "wrong_found": [int(found[~right].sum()), int((~right).sum())],
         "found": int(found.sum()),
+        "crop_source_found": [
+            sum(r[name]["crop_source_frame"] == r["visual_crop_frame"] for r in rows),
+            sum(r[name]["crop_source_frame"] is not None for r in rows),
+            sum(r["visual_crop_frame"] < r["frames"] for r in rows),
+        ],
     }
 
 

@@ -300,19 +300,30 @@ class GeometricConfig:
     max_side: int = _key(640, "ours", "frames are shrunk to this long side before SIFT (speed)")
     max_track: int = _key(100, "ours", "a verified track grows to at most this many frames (SIFT time)")
     max_gap: int = _key(2, "ours", "the track grows across at most this many unverified frames in a row")
+    max_colour_distance: float = _key(
+        1.0, "ours", "a frame verifies only if its box's chroma histogram is this close to the crop's (1 = any)"
+    )
+    skip_crop_source: bool = _key(
+        True, "ours", "the crop's own frame and its sighting run are no answer: the next candidates are tried"
+    )
+    source_tolerance: float = _key(
+        0.1, "ours", "a same-size match within this mean RGB difference (grey levels) is the crop's own frame"
+    )
 
 
 @dataclass
 class ConfidenceConfig:
     """Confidence of an answer and its verdict "found" / "not_found" (not in the paper; ours:
     prvql.infer.confidence): sigmoid(peak_weight * logit(peak) + prominence_weight * prominence + inlier_weight *
-    log(1 + inliers) + bias), fitted with ``benchmarks/real/fit_confidence.py`` on the real set's tuning half."""
+    log(1 + inliers) + verified_weight * verified + bias), fitted with ``benchmarks/real/fit_confidence.py`` on the
+    real set's tuning half and a synthetic fitting split."""
 
-    peak_weight: float = _key(0.0816, "ours", "weight of the logit of the track's peak score")
-    prominence_weight: float = _key(0.2929, "ours", "weight of the peak's prominence over the curve")
-    inlier_weight: float = _key(1.247, "ours", "weight of log(1 + geometric verification inliers)")
-    bias: float = _key(-2.2025, "ours", "bias of the confidence")
-    threshold: float = _key(0.6737, "ours", "confidence below this = verdict not_found")
+    peak_weight: float = _key(0.3329, "ours", "weight of the logit of the track's peak score")
+    prominence_weight: float = _key(-0.0521, "ours", "weight of the peak's prominence over the curve")
+    inlier_weight: float = _key(-0.2877, "ours", "weight of log(1 + geometric verification inliers)")
+    verified_weight: float = _key(2.5697, "ours", "weight of 1 when geometric verification moved the track, else 0")
+    bias: float = _key(0.526, "ours", "bias of the confidence")
+    threshold: float = _key(0.5539, "ours", "confidence below this = verdict not_found")
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -57,3 +58,28 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     report = write_synthetic_dataset(root, 4, seed=0, opts=opts, progress=False)
     assert not report.failed
     return root
+
+
+@pytest.fixture(scope="session")
+def prvql_file() -> bytes:
+    """A tiny PRVQL checkpoint in the released layout (:func:`tests.test_named_weights.checkpoint_bytes`)."""
+    from tests.test_named_weights import checkpoint_bytes
+
+    return checkpoint_bytes("prvql", "cross")
+
+
+@pytest.fixture
+def site() -> Iterator[object]:
+    """A local HTTP server (:class:`tests.test_named_weights.Site`) for the weights downloads, stopped after."""
+    from tests.test_named_weights import Site
+
+    server = Site()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty weights cache folder (``PRVQL_CACHE``)."""
+    monkeypatch.setenv("PRVQL_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"

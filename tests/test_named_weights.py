@@ -12,7 +12,6 @@ import hashlib
 import io
 import tarfile
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -134,27 +133,8 @@ def tar_bytes(members: dict[str, bytes], links: dict[str, str] | None = None) ->
 
 
 @pytest.fixture(scope="module")
-def prvql_file() -> bytes:
-    return checkpoint_bytes("prvql", "cross")
-
-
-@pytest.fixture(scope="module")
 def vqloc_file() -> bytes:
     return checkpoint_bytes("vqloc", "decoder")
-
-
-@pytest.fixture
-def site() -> Iterator[Site]:
-    server = Site()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty cache folder (``PRVQL_CACHE``)."""
-    monkeypatch.setenv("PRVQL_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
 
 
 def converted_tensors(tmp_path: Path, content: bytes) -> dict[str, torch.Tensor]:

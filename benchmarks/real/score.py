@@ -135,8 +135,8 @@ def from_curve(cfg, entry: dict, data: Path, track_json: Path):  # noqa: ANN001,
         image, box = frames[entry["query"]["frame"]], tuple(entry["query"]["box"])
     track, window = build_postprocessor(cfg.inference)(scores, boxes)
     result = LocateResult(scores, boxes, track, window, frames[0].shape[:2], image, box)
-    if cfg.inference.geometric.enabled:
-        result = apply_geometric(cfg, result, lambda k: [frames[i] for i in k])
+    if cfg.inference.geometric.enabled:  # a box query's frame is never searched; a crop image's origin is unknown
+        result = apply_geometric(cfg, result, lambda k: [frames[i] for i in k], find_source="image" in entry["query"])
     return with_verdict(cfg, result)
 
 
@@ -204,6 +204,7 @@ def signals(result) -> dict:  # noqa: ANN001 (LocateResult)
         "frames": len(scores),
         "inliers": None if geo is None else geo.best_inliers,
         "verified": None if geo is None else geo.verified,
+        "crop_source_frame": None if geo is None else geo.crop_source_frame,
         "confidence": None if result.verdict is None else result.verdict.confidence,
         "found": None if result.verdict is None else result.verdict.found,
         "confidence_signals": None if result.verdict is None else result.verdict.signals,

@@ -151,3 +151,46 @@ def test_real_photo_queries_build(tmp_path: Path) -> None:
     index = json.loads(build(tmp_path, annotations=ann).read_text())
     graf, cap = index["queries"]
     assert len(graf["truth"]) >= 30 and cap["truth"] == {}
+
+
+def test_fit_confidence_pools_both_sets_and_keeps_right_tracks_found(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from benchmarks.real.fit_confidence import RIGHT_NOT_FOUND, best_threshold
+    from benchmarks.real.fit_confidence import main as fit_main
+    from prvql.infer.confidence import SIGNALS
+
+    rng = np.random.default_rng(0)
+
+    def signals(right: bool) -> dict:  # right tracks verify more often and peak higher
+        verified = float(rng.random() < (0.8 if right else 0.2))
+        return dict(zip(SIGNALS, [rng.normal(1 if right else -1), rng.normal(), 3 * verified, verified], strict=True))
+
+    truth = [bool(i % 2) for i in range(16)]
+    real = {
+        "queries": [
+            {"id": f"q{i}", "split": "tune", "right": r, "signals": {"confidence_signals": signals(r)}}
+            for i, r in enumerate(truth)
+        ]
+    }
+    synthetic = {
+        "queries": [
+            {"key": f"s{i}", "geometric_on": {"stiou": 0.3 if r else 0.0, "signals": signals(r)}}
+            for i, r in enumerate(truth * 3)
+        ]
+    }
+    (tmp_path / "tune.json").write_text(json.dumps(real))
+    (tmp_path / "fit.json").write_text(json.dumps(synthetic))
+    assert fit_main([str(tmp_path / "tune.json"), "--synthetic", str(tmp_path / "fit.json")]) == 0
+    out = capsys.readouterr().out
+    assert "real tune: 16 queries, 8 right" in out and "synthetic fit: 48 queries, 24 right" in out
+    assert "inference.confidence.verified_weight=" in out and "inference.confidence.threshold=" in out
+
+    confidence = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99, 0.4, 0.5])
+    right = np.array([False, False, False] + [True] * 7 + [False, False])
+    cut = best_threshold(confidence, right)
+    lost = (confidence[right] < cut).mean()
+    assert lost <= RIGHT_NOT_FOUND < lost + 1 / right.sum()  # as high as it goes: one more right track lost is too many
+    assert confidence[right & (confidence > cut)].min() - cut == pytest.approx(cut - confidence[confidence < cut].max())
+
+    real["queries"][0]["split"] = "heldout"
+    (tmp_path / "tune.json").write_text(json.dumps(real))
+    assert fit_main([str(tmp_path / "tune.json")]) == 2

@@ -35,6 +35,8 @@ def test_default_sections_follow_the_device() -> None:
         (["--sections", ","], "--sections: unknown empty list"),
         (["--rounds", "0"], "--rounds: must be >= 1 (got 0)"),
         (["--video-seconds", "0"], "--video-seconds: must be > 0"),
+        (["--memory-models", "demo,big"], "--memory-models: a comma-separated subset of demo,demo_overlap0,paper"),
+        (["--memory-storages", "bf16"], "--memory-storages: float16, int8, both or none"),
     ],
 )
 def test_bad_options_exit_2(argv: list[str], message: str, capsys) -> None:

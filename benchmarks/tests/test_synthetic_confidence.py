@@ -12,7 +12,7 @@ import pytest
 from benchmarks.synthetic_confidence import SCORES, auroc, first_clips, main
 from prvql.config import config_from_dict
 from prvql.data.annotations import load_annotations
-from prvql.infer.confidence import judge
+from prvql.infer.confidence import SIGNALS, judge
 from prvql.infer.postprocess import build_postprocessor
 from prvql.infer.score_cache import ScoreCache
 from tests.conftest import synth_root, tiny_cfg, tiny_model, tiny_weights  # noqa: F401
@@ -62,12 +62,15 @@ def test_report_on_a_tiny_set(synth_root: Path, tiny_weights: Path, tmp_path: Pa
         assert off["inliers"] is None and row["geometric_on"]["inliers"] is not None
         for name in ("geometric_on", "geometric_off"):
             assert row[name]["found"] == (row[name]["confidence"] >= cfg.inference.confidence.threshold)
+            assert list(row[name]["signals"]) == list(SIGNALS)  # what fit_confidence --synthetic reads
     for name in ("geometric_on", "geometric_off"):
         summary = report["locate"][name]
         right = sum(r[name]["stiou"] >= 0.05 for r in rows)
         assert summary["right"] == summary["right_not_found"][1] == right
         assert summary["wrong_found"][1] == len(rows) - right
         assert summary["found"] == sum(r[name]["found"] for r in rows)
+        right_frame, found, searched = summary["crop_source_found"]
+        assert right_frame <= found <= len(rows) and searched == sum(r["visual_crop_frame"] < r["frames"] for r in rows)
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys) -> None:

@@ -223,6 +223,7 @@ def create_app(
             "name": upload.name,
             "crop": upload.crop is not None,
             **upload.info.to_dict(),
+            "frame_times": upload.frame_times,  # a variable-rate video's own frame times (s); null at a constant rate
             "player": upload.preview.to_dict(upload.id),
             "memory": upload.memory.to_dict() if upload.memory is not None else None,
         }

@@ -156,6 +156,7 @@ class Upload:
         folder: its own folder.
         video: the stored file (``folder / "video<ext>"``).
         info: set once the file has been read as a video.
+        frame_times: every source frame's time (s) for a variable-rate video; None at a constant rate.
         preview: what the page's player shows (set by :meth:`open`).
         crop: ``folder / "crop.png"`` when a crop image was given.
         memory: its video memory's state (set by :meth:`start_memory`).
@@ -168,6 +169,7 @@ class Upload:
     folder: Path
     video: Path
     info: VideoInfo | None = None
+    frame_times: tuple[float, ...] | None = None
     preview: Preview | None = None
     crop: Path | None = None
     memory: MemoryState | None = None
@@ -198,6 +200,7 @@ class Upload:
                 reader.close()
                 raise
             self._reader = reader
+            self.frame_times = None if reader.constant_rate else tuple(reader.times)
             # a variable frame rate gets a preview too: its frames at a constant rate map the player's time to frames
             playable = reader.constant_rate and browser_plays(self.video)
             self.preview = Preview(ORIGINAL) if playable else Preview(MAKING, total=self.info.num_frames)

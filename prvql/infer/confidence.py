@@ -1,17 +1,24 @@
 """How sure an answer is, and "not found" (not in the paper: ours).
 
 The model's peak score means different things on different videos, so it cannot tell a find from a guess by
-itself. The confidence is a logistic regression on three signals of one search (:func:`confidence_signals`):
+itself. The confidence is a logistic regression on signals of one search (:func:`confidence_signals`):
 
 - ``peak_logit``: the logit of the smoothed score at the track's peak;
 - ``prominence``: how far that peak stands above the rest of the curve, ``(peak - median) / (std + 0.01)``;
 - ``log_inliers``: ``log(1 + inliers)``, the most RANSAC inliers geometric verification found on any frame it
-  tried (:mod:`prvql.infer.geometric`; 0 when ``inference.geometric`` is off);
+  tried outside the crop's own frame (:mod:`prvql.infer.geometric`; 0 when ``inference.geometric`` is off);
+- ``verified``: 1 when geometric verification moved the track onto verified frames, else 0.
+
+Also tried on the fitting data and left out (they did not help both sets): the highest other peak of the curve
+over the track's peak, and the colour distance of the track's box to the crop
+(:func:`prvql.infer.geometric.colour_distance`; the synthetic episodes' white-balance drift makes right tracks as
+far in colour as wrong ones).
 
 ``confidence = sigmoid(w · signals + bias)``, the probability that the track is right (stIoU >= 0.05 with the
 truth), and the verdict is ``"found"`` when ``confidence >= threshold``, else ``"not_found"`` (the track is kept as
 the best guess). The coefficients and the threshold (``inference.confidence``) are fitted on the tuning half of
-the real-footage set (``benchmarks/real/fit_confidence.py``); the other half is never used to choose them.
+the real-footage set together with a synthetic fitting split (``benchmarks/real/fit_confidence.py``); the held-out
+sets are never used to choose them.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from prvql.config import ConfidenceConfig
 from prvql.infer.geometric import GeometricResult
 from prvql.infer.postprocess import TrackWindow
 
-SIGNALS = ("peak_logit", "prominence", "log_inliers")
+SIGNALS = ("peak_logit", "prominence", "log_inliers", "verified")
+# the ``inference.confidence`` key weighting each signal
+WEIGHTS = ("peak_weight", "prominence_weight", "inlier_weight", "verified_weight")
 EPS = 1e-4  # scores are clipped to [EPS, 1 - EPS] before the logit
 
 
@@ -50,18 +59,19 @@ class Verdict:
 
 
 def confidence_signals(scores: np.ndarray, window: TrackWindow, geometric: GeometricResult | None) -> np.ndarray:
-    """float64 [3] signals (:data:`SIGNALS`) of a [N] score curve, its track window and the geometric findings."""
+    """float64 [4] signals (:data:`SIGNALS`) of a [N] score curve, its track window and the geometric findings."""
     scores = np.asarray(scores, dtype=np.float64)
     peak = float(np.clip(window.peak_score, EPS, 1 - EPS))
     prominence = (window.peak_score - float(np.median(scores))) / (float(scores.std()) + 0.01)
     inliers = 0 if geometric is None else geometric.best_inliers
-    return np.array([float(logit(peak)), prominence, float(np.log1p(inliers))])
+    verified = float(geometric is not None and geometric.verified)
+    return np.array([float(logit(peak)), prominence, float(np.log1p(inliers)), verified])
 
 
 def judge(cfg: ConfidenceConfig, scores: np.ndarray, window: TrackWindow, geometric: GeometricResult | None) -> Verdict:
     """The confidence and verdict of one search with the coefficients of ``inference.confidence``."""
     signals = confidence_signals(scores, window, geometric)
-    weights = np.array([cfg.peak_weight, cfg.prominence_weight, cfg.inlier_weight])
+    weights = np.array([getattr(cfg, key) for key in WEIGHTS])
     confidence = float(expit(float(weights @ signals) + cfg.bias))
     return Verdict(confidence, confidence >= cfg.threshold, dict(zip(SIGNALS, signals.tolist(), strict=True)))
 

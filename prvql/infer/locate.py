@@ -347,14 +347,24 @@ class LocatedVideo:
     written: list[Path]
 
 
-def apply_geometric(cfg: Config, result: LocateResult, frames: Callable[[list[int]], list[np.ndarray]]) -> LocateResult:
+def apply_geometric(
+    cfg: Config,
+    result: LocateResult,
+    frames: Callable[[list[int]], list[np.ndarray]],
+    *,
+    crop_frame: int | None = None,
+    find_source: bool = False,
+) -> LocateResult:
     """``result`` after geometric verification (``inference.geometric``, :mod:`prvql.infer.geometric`): the track
     moved to the verified frames with refined boxes when a candidate verifies, else unchanged; ``geometric`` filled.
+    The crop's own frame and its sighting run are never the answer (``inference.geometric.skip_crop_source``).
 
     Args:
         cfg: the config (``cfg.inference.geometric``).
         result: the search's result.
         frames: reads searched frames by index -> uint8 [H, W, 3] frames.
+        crop_frame: the searched frame the query box was drawn on, when it is one.
+        find_source: the query is a crop image: find the frame it was cut from, if any, by its pixels.
     """
     from prvql.infer.geometric import refine_track
 
@@ -366,6 +376,8 @@ def apply_geometric(cfg: Config, result: LocateResult, frames: Callable[[list[in
         window.peaks,
         (window.start, window.end, result.track.boxes),
         frames,
+        crop_frame=crop_frame,
+        find_source=find_source,
     )
     if not found.verified:
         return dataclasses.replace(result, geometric=found)
@@ -375,6 +387,15 @@ def apply_geometric(cfg: Config, result: LocateResult, frames: Callable[[list[in
         window, start=found.start, end=found.end, peak=peak, peak_score=float(window.smoothed[peak])
     )
     return dataclasses.replace(result, track=track, window=moved, geometric=found)
+
+
+def crop_origin(info: VideoInfo, query_info: dict) -> tuple[int | None, bool]:
+    """Where the query crop came from, for geometric verification: (the searched frame a box query was drawn on, if
+    it is one: a ``search: anywhere`` query on a frame at the model's rate; whether the query is a crop image, which
+    may have been cut from a searched frame). ``query_info``: ``track.json``'s ``query`` field."""
+    drawn_on = query_info.get("frame") if query_info.get("search") == "anywhere" else None
+    crop_frame = info.sources.index(drawn_on) if drawn_on in info.sources else None
+    return crop_frame, "image" in query_info
 
 
 def with_verdict(cfg: Config, result: LocateResult) -> LocateResult:
@@ -409,9 +430,11 @@ def verify_judge_write(
         rendered: the searched frames again, in order, for ``track.mp4``; ``None`` = no video.
         fps: the searched frames' rate (``track.mp4`` plays at it).
         name, query_info: ``track.json``'s ``video`` and ``query`` fields; ``name``'s file name titles the plot.
+            ``query_info`` also tells geometric verification where the crop came from (:func:`crop_origin`).
     """
     if cfg.inference.geometric.enabled:
-        result = apply_geometric(cfg, result, frames_at)
+        crop_frame, find_source = crop_origin(info, query_info)
+        result = apply_geometric(cfg, result, frames_at, crop_frame=crop_frame, find_source=find_source)
     result = with_verdict(cfg, result)
     written = write_locate_outputs(
         result,

@@ -29,11 +29,13 @@ per frame and channel, approximate); their effect on the tracks is measured by `
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -70,25 +72,45 @@ class MemoryFileError(PRVQLError):
     """A memory file that cannot be used: unreadable, corrupt, or made by another model or from another video."""
 
 
+_IDENTITIES: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]] = weakref.WeakKeyDictionary()
+
+
 def model_identity(cfg: Config, model: nn.Module) -> str:
     """SHA-256 (hex) of what the stored features depend on: the model config, the frame preparation (pad value,
-    released preprocessing), the sampling rate, and every tensor of ``model``'s state (names, dtypes, shapes, bytes)."""
+    released preprocessing), the sampling rate, and every tensor of ``model``'s state (names, dtypes, shapes, bytes).
+
+    The digest is remembered per model object while the settings and every tensor's storage and in-place version
+    counter stay the same (a server asking many questions hashes its weights once)."""
     settings = {
         "model": config_to_dict(cfg.model),
         "pad_value": cfg.data.pad_value,
         "released_preprocessing": cfg.data.released_preprocessing,
         "fps": cfg.inference.fps,
     }
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for name, tensor in sorted(model.state_dict().items()):
+    text = json.dumps(settings, sort_keys=True)
+    state = sorted(model.state_dict().items())
+    stamp = (text, tuple((name, t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for name, t in state))
+    known = _IDENTITIES.get(model)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    h = hashlib.sha256(text.encode())
+    for name, tensor in state:
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    _IDENTITIES[model] = (stamp, h.hexdigest())
     return h.hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 (hex) of a file's bytes."""
+    """SHA-256 (hex) of a file's bytes; remembered while the file's inode, size and modification time stay the
+    same (each question on a memory checks its original video)."""
+    st = os.stat(path)
+    return _sha256_of(str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, inode: int, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

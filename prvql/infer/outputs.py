@@ -6,7 +6,9 @@
   ``first_frame`` > 0 when ``inference.after_visual_crop`` ruled out the frames before it;
 - ``track.json`` also holds ``verdict`` (``"found"`` / ``"not_found"``), ``confidence`` and
   ``confidence_signals`` when the search was judged (:mod:`prvql.infer.confidence`), and ``geometric``
-  ``{verified, inliers}`` when geometric verification ran;
+  ``{verified, inliers, crop_source_frame, colour_distance}`` when geometric verification ran
+  (``crop_source_frame``: the searched frame the query crop was cut from, set aside as no answer, null when none;
+  ``colour_distance``: chroma histogram distance in [0, 1] of the track's box to the crop);
 - ``scores.png``: the score curve, the chosen peak, both thresholds, the track span (and the ground truth's), the
   ruled-out frames shaded; the verdict in words under the title when judged;
 - ``track.mp4``: the searched frames with the track (green, with its score), the best box of the other frames
@@ -116,7 +118,13 @@ def _verdict_fields(result: LocateResult) -> dict[str, Any]:
             "confidence_signals": result.verdict.signals,
         }
     if result.geometric is not None:
-        fields["geometric"] = {"verified": result.geometric.verified, "inliers": result.geometric.best_inliers}
+        geo = result.geometric
+        fields["geometric"] = {
+            "verified": geo.verified,
+            "inliers": geo.best_inliers,
+            "crop_source_frame": geo.crop_source_frame,
+            "colour_distance": geo.colour_distance,
+        }
     return fields
 
 

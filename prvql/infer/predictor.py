@@ -202,8 +202,11 @@ class Predictor:
         self._embedded = hasattr(model, "embed") and hasattr(model, "forward_embedded")
         if stage_mean and not (self._embedded and hasattr(model, "stages")):
             raise PRVQLError("inference.stage_mean: this model has no refinement stages")
-        # passed only when set, so any model with the plain forward_embedded(video, query) still works
+        # passed only when set, so any model with the plain forward_embedded(video, query) still works; PRVQL
+        # regresses each frame's best anchor only (top=True), the only box read here
         self.stage_options = {"stage_mean": True} if stage_mean else {}
+        if self._embedded and hasattr(model, "stages"):
+            self.stage_options["top"] = True
         if verification is not None:
             _check_verification(verification)
         self.verification = verification
@@ -356,8 +359,10 @@ class Predictor:
                 out = self.model.forward_embedded(frame_feats, query, **self.stage_options)
             else:
                 out = self.model.forward_features(frame_feats, query)
-        logits, boxes = out["logits"].float(), out["boxes"].float()  # [B, T, A], [B, T, A, 4]
-        best_logit, best_boxes = top_boxes(logits, boxes)  # [B, T], [B, T, 4] with x1 <= x2, y1 <= y2
+        if "top_boxes" in out:  # [B, T], [B, T, 4] with x1 <= x2, y1 <= y2
+            best_logit, best_boxes = out["top_logits"].float(), out["top_boxes"].float()
+        else:
+            best_logit, best_boxes = top_boxes(out["logits"].float(), out["boxes"].float())
         scores = torch.sigmoid(best_logit)
         distances = None
         if query_colours is not None:

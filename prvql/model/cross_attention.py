@@ -50,7 +50,8 @@ class CrossAttentionBlock(nn.Module):
         Args:
             x: video tokens ``[B, T, N, D]``.
             memory: query tokens ``[B, M, D]``.
-            probe: ``[M, K]`` columns of the cross-attention probabilities to return (see MultiHeadAttention).
+            probe: ``[M, K]`` columns of the cross-attention probabilities to return, or ``[K]`` key indices (see
+                MultiHeadAttention).
 
         Returns:
             ``[B, T, N, D]`` and, with a probe, the head-averaged probed probabilities ``[B, T, N, K]``.

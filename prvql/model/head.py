@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from prvql.boxes import cxcywh_to_xyxy, sorted_corners, xyxy_to_cxcywh
@@ -55,6 +57,40 @@ class AnchorHead(nn.Module):
         """The shared part: ``[N, D, h, w]`` -> regression and classification features, ``[N, D, G, G]`` each."""
         reg, cls = self.in_conv(self.upsample(x)).chunk(2, dim=1)
         return reg, cls
+
+    def classification_trunk(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`trunk` without its regression half (eval mode): ``[N, D, h, w]`` -> the upsampled features and
+        the classification features, ``[N, D, G, G]`` each; :meth:`regression_trunk` of the upsampled features of
+        the frames whose boxes are read gives their regression features."""
+        up = self.upsample(x)
+        half = self.in_conv[0].out_channels // 2
+        return up, self.in_conv.output_channels(up, half, 2 * half)
+
+    def regression_trunk(self, up: Tensor) -> Tensor:
+        """The regression features ``[N, D, G, G]`` from :meth:`classification_trunk`'s upsampled features."""
+        return self.in_conv.output_channels(up, 0, self.in_conv[0].out_channels // 2)
+
+    def regress_cells(self, up: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+        """Offsets ``[N, m, 4]`` of the m anchors of one cell per image (eval mode): the same numbers as
+        ``regress(regression_trunk(up))`` at cells ``(rows, cols)`` (``[N]`` each), from the upsampled features
+        ``[N, D, G, G]`` of :meth:`classification_trunk`. The L 3x3 convs of the regression branch are evaluated
+        on the cell's receptive field only: a ``(2L+1)^2`` window, shrinking by one on each side per conv, with
+        the positions outside the map set to zero after each conv as the next conv's padding would."""
+        convs = [m for m in self.reg_convs if isinstance(m, ConvBNAct)]
+        radius, grid = len(convs) + 2, up.shape[-1]  # in_conv, the ConvBNAct layers, reg_out
+        window = torch.arange(-radius, radius + 1, device=up.device)  # offsets from the cell
+        rows_at, cols_at = rows[:, None] + window, cols[:, None] + window  # [N, 2L+1] map positions
+        padded = F.pad(up, (radius, radius, radius, radius))  # zeros outside the map, as in_conv's padding
+        index = torch.arange(up.shape[0], device=up.device)[:, None, None]
+        x = padded[index, :, radius + rows_at[:, :, None], radius + cols_at[:, None, :]].permute(0, 3, 1, 2)
+        layers = [(self.in_conv, self.in_conv[0].out_channels // 2), *((conv, None) for conv in convs)]
+        for depth, (conv, stop) in enumerate(layers, start=1):
+            x = conv.output_channels(x, 0, stop, padding=0)  # [N, D, 2(L-depth)+1, 2(L-depth)+1]
+            inside_rows = ((rows_at >= 0) & (rows_at < grid))[:, depth : rows_at.shape[1] - depth]
+            inside_cols = ((cols_at >= 0) & (cols_at < grid))[:, depth : cols_at.shape[1] - depth]
+            x = x * (inside_rows[:, None, :, None] & inside_cols[:, None, None, :]).to(x.dtype)
+        out = F.conv2d(x, self.reg_out.weight, self.reg_out.bias)  # [N, m*4, 1, 1]
+        return out.view(out.shape[0], self.anchors_per_cell, 4)
 
     def regress(self, reg: Tensor) -> Tensor:
         """Regression half: ``[N, D, G, G]`` -> offsets ``[N, A, 4]``."""

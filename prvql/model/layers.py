@@ -43,6 +43,21 @@ class ConvBNAct(nn.Sequential):
             self[0] = fuse_conv_bn_eval(self[0].eval(), self[1].eval())
             self[1] = nn.Identity()
 
+    def output_channels(self, x: Tensor, start: int = 0, stop: int | None = None, padding: int = 1) -> Tensor:
+        """Output channels ``start .. stop - 1`` only (all by default), ``[N, C_in, H, W]`` -> ``[N, C', H', W']``:
+        the same numbers as ``self(x)[:, start:stop]`` for a fraction of the work; ``padding=0`` evaluates the conv
+        only where its window lies inside ``x``. Eval mode (running BatchNorm statistics) or fused; not with
+        GroupNorm, whose statistics mix channels and positions."""
+        conv, norm, act = self
+        if isinstance(norm, nn.GroupNorm) or (isinstance(norm, nn.BatchNorm2d) and norm.training):
+            raise ValueError("output_channels needs a fused or eval-mode batch norm")
+        bias = None if conv.bias is None else conv.bias[start:stop]
+        y = F.conv2d(x, conv.weight[start:stop], bias, conv.stride, padding)
+        if isinstance(norm, nn.BatchNorm2d):
+            mean, var = norm.running_mean[start:stop], norm.running_var[start:stop]
+            y = F.batch_norm(y, mean, var, norm.weight[start:stop], norm.bias[start:stop], False, 0.0, norm.eps)
+        return act(y)
+
 
 class ChannelReduction(nn.Sequential):
     """Backbone channels -> model width, applied once to query and frames together: 2 x ConvBNAct."""
@@ -56,8 +71,15 @@ class MultiHeadAttention(nn.Module):
 
     Besides the output it can return ``P @ probe`` averaged over heads, where P are the attention probabilities
     ``[Nq, Nk]`` and ``probe`` a fixed ``[Nk, K]`` matrix (e.g. one-hot columns of the keys whose probabilities
-    are wanted). The probe is appended to the values of the same fused SDPA call (queries and keys padded with
-    zeros, explicit scale), so the ``[Nq, Nk]`` probability matrix is never materialised.
+    are wanted), or ``[K]`` key indices (one-hot columns). The probe is appended to the values of the same fused
+    SDPA call (queries and keys padded with zeros, explicit scale), so the ``[Nq, Nk]`` probability matrix is never
+    materialised. Key indices without gradients on the CPU instead read ``P[:, key] = exp(s(q, k_key) - lse(q))``
+    from the softmax normaliser lse that the fused CPU kernel returns: the same numbers without the padding (one
+    dot product per query and key index).
+
+    Attributes:
+        normaliser_probe: use the normaliser for key-index probes when it applies (False: always pad; benchmarks
+            and tests compare the two).
 
     Args:
         dim: model width.
@@ -71,6 +93,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
         self.num_heads = num_heads
         self.dropout = dropout
+        self.normaliser_probe = True
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
         self.out_proj = nn.Linear(dim, dim)
@@ -99,7 +122,7 @@ class MultiHeadAttention(nn.Module):
             x: queries ``[B, Nq, D]``.
             memory: keys/values ``[B, Nk, D]`` or None.
             mask: boolean ``[Nq, Nk]``, True where attention is allowed.
-            probe: ``[Nk, K]`` matrix; returns ``mean_heads(P) @ probe``.
+            probe: ``[Nk, K]`` matrix, or ``[K]`` key indices (long); returns ``mean_heads(P) @ probe``.
 
         Returns:
             output ``[B, Nq, D]`` and the probed probabilities ``[B, Nq, K]`` (None without a probe).
@@ -113,10 +136,15 @@ class MultiHeadAttention(nn.Module):
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, probe: Tensor | None) -> tuple:
         """Fused SDPA of ``[..., h, Nq, d]`` queries on ``[..., h, Nk, d]`` keys/values; with a ``[Nk, K]`` probe
-        also ``mean_heads(P) @ probe`` ``[..., Nq, K]``. Returns (``[..., h, Nq, d]``, probed or None)."""
+        (or ``[K]`` key indices) also ``mean_heads(P) @ probe`` ``[..., Nq, K]``. Returns (``[..., h, Nq, d]``,
+        probed or None)."""
         dropout = self.dropout if self.training else 0.0
         if probe is None:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout), None
+        if probe.dtype == torch.long:
+            if self._normaliser_applies(q, k, v, dropout):
+                return self._attend_normaliser(q, k, v, mask, probe)
+            probe = F.one_hot(probe, k.shape[-2]).T  # [Nk, K]
         head_dim, extra = q.shape[-1], -(-probe.shape[1] // 8) * 8  # pad to a multiple of 8 for fused kernels
         columns = F.pad(probe.to(v.dtype), (0, extra - probe.shape[1])).expand(*v.shape[:-2], -1, -1)
         out = F.scaled_dot_product_attention(
@@ -129,21 +157,50 @@ class MultiHeadAttention(nn.Module):
         )
         return out[..., :head_dim], out[..., head_dim : head_dim + probe.shape[1]].mean(dim=-3)
 
+    def _normaliser_applies(self, q: Tensor, k: Tensor, v: Tensor, dropout: float) -> bool:
+        """Whether the fused CPU kernel's softmax normaliser can give the probed columns: on the CPU, without
+        dropout, and nothing to differentiate (the normaliser output carries no gradient)."""
+        return (
+            self.normaliser_probe
+            and q.device.type == "cpu"
+            and q.dim() == 4
+            and dropout == 0.0
+            and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
+            and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
+        )
+
+    @staticmethod
+    def _attend_normaliser(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, keys: Tensor) -> tuple:
+        """:meth:`_attend` for ``[K]`` probed key indices from the fused CPU kernel's log-sum-exp ``[B, h, Nq]``:
+        ``P[:, key] = exp(scale * q . k_key - lse)``, 0 where the mask forbids the key."""
+        scale = q.shape[-1] ** -0.5
+        additive = None if mask is None else torch.where(mask, 0.0, float("-inf")).to(q.dtype)
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=additive, scale=scale)
+        scores = q @ k.index_select(-2, keys).transpose(-1, -2)  # [B, h, Nq, K]
+        probed = torch.exp(scores * scale - lse[..., None])
+        if mask is not None:
+            probed = probed.masked_fill(~mask.index_select(-1, keys), 0.0)
+        return out, probed.mean(dim=-3)
+
     def banded(
         self, x: Tensor, num_frames: int, window: int, band_mask: Tensor, probe: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
         """Self-attention over ``T`` frames of ``n`` tokens where frame i sees only frames ``i-window .. i+window``.
 
         The same function as :meth:`forward` with the block-banded boolean mask, but each frame's queries are
-        scored against its ``2*window + 1`` neighbouring frames only (``(2w+1)/T`` of the work): the keys and
-        values are padded with ``window`` frames on each side and cut into per-frame bands.
+        scored against its ``2*window + 1`` neighbouring frames only (``(2w+1)/T`` of the work). The B windows'
+        frames are laid one after another with ``window`` zero frames at both ends only, so the band of frame i of
+        window c is frames ``c*T + i .. c*T + i + 2w`` of that sequence: every band is a view of the projected keys
+        and values (no copies). Band positions past a window's ends read the zero padding or a neighbouring
+        window's frames, which ``band_mask`` hides (their keys and values, finite, get probability 0).
 
         Args:
             x: ``[B, T*n, D]``.
             num_frames: T.
             window: w.
-            band_mask: boolean ``[T, 1, (2w+1)*n]``, False on the padding frames past the clip's ends.
-            probe: ``[(2w+1)*n, K]`` columns over the band (band position ``j*n + m`` = token m of frame i-w+j).
+            band_mask: boolean ``[T, 1, (2w+1)*n]``, False on the frames past the clip's ends.
+            probe: ``[(2w+1)*n, K]`` columns over the band (band position ``j*n + m`` = token m of frame i-w+j), or
+                ``[K]`` band positions (see :class:`MultiHeadAttention`).
 
         Returns:
             output ``[B, T*n, D]`` and the probed probabilities ``[B, T*n, K]`` (None without a probe).
@@ -151,16 +208,16 @@ class MultiHeadAttention(nn.Module):
         b, length, d = x.shape
         t, n, h, span = num_frames, length // num_frames, self.num_heads, 2 * window + 1
 
-        def bands(z: Tensor) -> Tensor:  # [B, T*n, D] -> [B*T, h, (2w+1)*n, D/h]
-            padded = F.pad(z.reshape(b, t, n * d), (0, 0, window, window))  # [B, T+2w, n*D]
-            windows = padded.unfold(1, span, 1)  # [B, T, n*D, 2w+1]
-            return windows.permute(0, 1, 3, 2).reshape(b * t, span * n, h, -1).transpose(1, 2)
+        def bands(z: Tensor) -> Tensor:  # [(B*T + 2w)*n, D] -> [B*T, h, (2w+1)*n, D/h], overlapping views
+            frames = z.unflatten(0, (-1, n)).unfold(0, span, 1)  # [B*T, n, D, 2w+1]
+            return frames.permute(0, 3, 1, 2).flatten(1, 2).unflatten(-1, (h, -1)).transpose(1, 2)
 
         with _probe_precision(x, probe):
             if probe is not None:
                 x = x.float()
-            q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)  # [B, T*n, D] each
-            queries = q.reshape(b * t, n, h, -1).transpose(1, 2)  # [B*T, h, n, D/h]
+            padded = F.pad(x.reshape(b * length, d), (0, 0, window * n, window * n))  # [(B*T + 2w)*n, D]
+            q, k, v = F.linear(padded, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+            queries = q[window * n : window * n + b * length].view(b * t, n, h, -1).transpose(1, 2)
             out, probed = self._attend(queries, bands(k), bands(v), band_mask.repeat(b, 1, 1)[:, None], probe)
         out = self.out_proj(out.transpose(1, 2).reshape(b, length, d))
         return out, None if probed is None else probed.reshape(b, length, -1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from prvql.boxes import sorted_corners
 from prvql.config import ModelConfig, check_model_sizes
 from prvql.errors import ConfigError
 from prvql.model.anchors import make_anchors
@@ -123,7 +124,7 @@ class PRVQL(nn.Module):
         """
         return self.reduction(self.extract_features(images))
 
-    def forward_embedded(self, video: Tensor, query: Tensor, stage_mean: bool = False) -> dict:
+    def forward_embedded(self, video: Tensor, query: Tensor, stage_mean: bool = False, top: bool = False) -> dict:
         """Inference: the final stage's outputs from :meth:`embed` features, intermediate work kept to what is read.
 
         Between stages AKG reads the boxes of its top-n frames only, so earlier stages decode just those; the
@@ -134,14 +135,24 @@ class PRVQL(nn.Module):
             query: ``[B, D, H, W]`` embedded query crops.
             stage_mean: the logits are the mean of every stage's anchor logits (boxes stay the last stage's);
                 not in the paper.
+            top: return each frame's best anchor only (what a predictor reads): the last stage regresses only that
+                anchor's receptive field (:meth:`RefinementStage.anchor_boxes`), and ``"boxes"`` is replaced by
+                ``"top_logits"`` ``[B, T]`` and ``"top_boxes"`` ``[B, T, 4]``, equal to
+                :func:`~prvql.model.head.top_boxes` of the full output.
 
         Returns:
-            ``{"boxes": [B, T, A, 4] normalised xyxy, "logits": [B, T, A], "anchors": [A, 4]}`` of the last stage.
+            ``{"boxes": [B, T, A, 4] normalised xyxy, "logits": [B, T, A], "anchors": [A, 4]}`` of the last stage
+            (with ``top``: ``"top_logits"`` and ``"top_boxes"``, sorted corners, instead of ``"boxes"``).
         """
         self._check_grid(*video.shape[1:2], *video.shape[3:], video.shape)
-        out = self._refine(video, query, every_stage=False)
+        out = self._refine(video, query, every_stage=False, last_boxes=not top)
         logits = torch.stack([s["logits"] for s in out["stages"]]).mean(0) if stage_mean else out["logits"]
-        return {"boxes": out["boxes"], "logits": logits, "anchors": out["anchors"]}
+        if not top:
+            return {"boxes": out["boxes"], "logits": logits, "anchors": out["anchors"]}
+        scores, index = logits.max(dim=-1)  # [B, T], as top_boxes
+        features = out["box_features"].flatten(0, 1)
+        boxes = self.stages[-1].anchor_boxes(features, index.flatten(), self.anchors).view(*index.shape, 4)
+        return {"logits": logits, "anchors": out["anchors"], "top_logits": scores, "top_boxes": sorted_corners(boxes)}
 
     def _check_grid(self, t: int, h: int, w: int, shape: torch.Size) -> None:
         if t != self.num_frames or (h, w) != (self.grid_size, self.grid_size):
@@ -150,10 +161,11 @@ class PRVQL(nn.Module):
                 f"(model.num_frames) of {self.grid_size}x{self.grid_size} features (model.input_size)"
             )
 
-    def _refine(self, video: Tensor, query: Tensor, every_stage: bool) -> dict:
+    def _refine(self, video: Tensor, query: Tensor, every_stage: bool, last_boxes: bool = True) -> dict:
         """The K stages with refinement between them on reduced features ``[B, T, D, H, W]`` and ``[B, D, H, W]``;
         ``every_stage=False`` decodes earlier stages' boxes for AKG's frames only (their ``"boxes"`` in ``"stages"``
-        are then None)."""
+        are then None); ``last_boxes=False`` leaves the last stage's boxes undecoded too (``"boxes"`` None, its
+        ``"box_features"`` returned instead)."""
         initial = video
         stages, keeps = [], []
         for index, stage in enumerate(self.stages):
@@ -163,7 +175,7 @@ class PRVQL(nn.Module):
                 query,
                 self.anchors,
                 return_attention=self.skg is not None and not last,
-                boxes=every_stage or last,
+                boxes=every_stage or (last and last_boxes),
             )
             stages.append({"boxes": out.boxes, "logits": out.logits})
             if last:
@@ -176,6 +188,8 @@ class PRVQL(nn.Module):
             if self.skg is not None:
                 video = self.vfr(video, initial, self.skg(out.cross_attention, out.temporal_attention))
         extra = {"akg_keep": torch.stack(keeps, dim=1)} if every_stage and keeps else {}
+        if not last_boxes:
+            extra["box_features"] = out.box_features
         return {**stages[-1], "anchors": self.anchors, "stages": stages, **extra}
 
     def _akg_boxes(self, stage: RefinementStage, out: StageOutput) -> Tensor:
@@ -183,13 +197,16 @@ class PRVQL(nn.Module):
         b, t, a = out.logits.shape
         frames = self.akg.frames_read(out.logits)  # [B, n]
         rows = torch.arange(b, device=frames.device)[:, None].expand_as(frames)
-        chosen = stage.boxes(out.box_features[rows, frames].flatten(0, 1), self.anchors)  # [B*n, A, 4]
+        chosen = stage.deferred_boxes(out.box_features[rows, frames].flatten(0, 1), self.anchors)  # [B*n, A, 4]
         boxes = chosen.new_zeros(b, t, a, 4)
         boxes[rows, frames] = chosen.view(*frames.shape, a, 4)
         return boxes
 
     def fuse_for_inference(self) -> PRVQL:
-        """Fold every eval-mode BatchNorm after a conv into that conv (same outputs, fewer passes over memory).
+        """Fold every eval-mode BatchNorm after a conv into that conv (same outputs, fewer passes over memory), and
+        store the convs of the stages and of QFR channels-last (oneDNN's native layout: no reordering around each
+        conv, and the stages' token layout ``[..., H, W, D]`` feeds the convs without a copy; outputs then come
+        out channels-last too, read through reshapes).
 
         For inference only (``prvql predict``/``locate``/``demo`` call it after loading weights): it changes the
         module tree, so a fused model can no longer be trained or have a checkpoint loaded or saved. Returns self.
@@ -198,6 +215,9 @@ class PRVQL(nn.Module):
         for module in self.modules():
             if isinstance(module, ConvBNAct):
                 module.fuse_batch_norm()
+        for module in (*self.stages, self.qfr):
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
         self.fused = True
         return self
 

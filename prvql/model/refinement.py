@@ -99,4 +99,5 @@ class VideoFeatureRefinement(nn.Module):
             V_{k+1} ``[B, T, D, H, W]``.
         """
         base = current if self.base == "current" else initial
-        return self.beta * (knowledge[:, :, None].to(base.dtype) * base) + (1 - self.beta) * base
+        # one pass over the features: base * (beta * K + 1 - beta), the per-position factor formed first
+        return base * (self.beta * knowledge[:, :, None] + (1 - self.beta)).to(base.dtype)

@@ -12,7 +12,7 @@ attention it receives from the tokens of frame i (explicit probabilities of the 
 
 When ``2u+1 < T`` the attention is computed banded (:meth:`MultiHeadAttention.banded`): each frame's queries are
 scored against its own ``2u+1`` frames only instead of masking a ``[T*h*w, T*h*w]`` score matrix, the same
-function at ``(2u+1)/T`` of the cost; T'_k is then one probe column, the centre of the band's middle frame.
+function at ``(2u+1)/T`` of the cost; T'_k is then one probed key, the centre of the band's middle frame.
 """
 
 from __future__ import annotations
@@ -103,9 +103,8 @@ class MaskedSpatioTemporalAttention(nn.Module):
         span = torch.arange(-window, window + 1).repeat_interleave(tokens)  # frame offset of each band position
         valid = (frames[:, None] + span[None, :] >= 0) & (frames[:, None] + span[None, :] < num_frames)
         self.register_buffer("band_mask", valid[:, None], persistent=False)  # [T, 1, (2u+1)*h*w]
-        band_probe = torch.zeros(len(span), 1)
-        band_probe[window * tokens + centre] = 1.0  # the centre token of the band's middle frame (the frame itself)
-        self.register_buffer("band_probe", band_probe, persistent=False)
+        # band position of the centre token of the band's middle frame (the frame itself), as a key index
+        self.register_buffer("band_probe", torch.tensor([window * tokens + centre]), persistent=False)
 
     def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
         """Contextualise a clip's tokens across space and nearby frames.

@@ -394,9 +394,15 @@ def test_a_video_the_browser_plays_is_played_as_it_is(client: TestClient, video:
     vfr = variable_rate_mp4(tmp_path / "phone.mp4", 20)
     with VideoReader(vfr) as reader:
         assert not reader.constant_rate and reader.num_frames == 20
-    assert wait_preview(client, upload(client, vfr).json()["id"])["state"] == "ready"  # the player maps time to frames
+        times = list(reader.times)
+    sent = upload(client, vfr).json()
+    assert sent["frame_times"] == pytest.approx(times) and sent["frame_times"][11] - sent["frame_times"][
+        10
+    ] == pytest.approx(0.05)
+    assert wait_preview(client, sent["id"])["state"] == "ready"  # the player maps time to frames
 
     info = upload(client, video).json()
+    assert info["frame_times"] is None  # a constant rate: frame / fps
     assert info["player"] == {
         "state": "original",
         "done": 0,

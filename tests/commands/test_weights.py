@@ -4,32 +4,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from prvql.cli import main
-from tests.test_named_weights import DRIVE_PAGE, Site, checkpoint_bytes, tar_bytes
-
-
-@pytest.fixture(scope="module")
-def prvql_file() -> bytes:
-    return checkpoint_bytes("prvql", "cross")
-
-
-@pytest.fixture
-def site() -> Iterator[Site]:
-    server = Site()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("PRVQL_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+from tests.test_named_weights import DRIVE_PAGE, checkpoint_bytes, tar_bytes
 
 
 def walking_clip(tmp_path: Path) -> Path:

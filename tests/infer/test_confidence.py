@@ -8,7 +8,7 @@ import pytest
 from scipy.special import expit, logit
 
 from prvql.config import ConfidenceConfig
-from prvql.infer.confidence import confidence_signals, judge, verdict_text
+from prvql.infer.confidence import SIGNALS, confidence_signals, judge, verdict_text
 from prvql.infer.geometric import GeometricResult
 from prvql.infer.postprocess import PostProcessor
 
@@ -18,24 +18,37 @@ SCORES = np.array([0.1, 0.1, 0.2, 0.8, 0.7, 0.1, 0.1], dtype=np.float32)
 def test_signals_of_a_curve() -> None:
     _, window = PostProcessor()(SCORES, np.zeros((7, 4)))
     geo = GeometricResult(3, 4, np.zeros((2, 4)), True, {3: 40, 1: 5})
-    signals = confidence_signals(SCORES, window, geo)
+    signals = dict(zip(SIGNALS, confidence_signals(SCORES, window, geo), strict=True))
     s = SCORES.astype(np.float64)
-    np.testing.assert_allclose(signals[0], logit(s[3]), rtol=1e-6)
-    np.testing.assert_allclose(signals[1], (s[3] - np.median(s)) / (s.std() + 0.01), rtol=1e-6)
-    np.testing.assert_allclose(signals[2], np.log(41.0))
-    assert confidence_signals(SCORES, window, None)[2] == 0.0
+    np.testing.assert_allclose(signals["peak_logit"], logit(s[3]), rtol=1e-6)
+    np.testing.assert_allclose(signals["prominence"], (s[3] - np.median(s)) / (s.std() + 0.01), rtol=1e-6)
+    np.testing.assert_allclose(signals["log_inliers"], np.log(41.0))
+    assert signals["verified"] == 1.0
+    plain = dict(zip(SIGNALS, confidence_signals(SCORES, window, None), strict=True))
+    assert plain["log_inliers"] == plain["verified"] == 0.0
+    unverified = GeometricResult(3, 4, np.zeros((2, 4)), False, {3: 7})
+    assert confidence_signals(SCORES, window, unverified)[SIGNALS.index("verified")] == 0.0
+
+
+def test_the_crop_source_run_does_not_count_as_inliers() -> None:
+    geo = GeometricResult(
+        3, 4, np.zeros((2, 4)), True, {3: 12, 8: 90, 9: 120}, crop_source_frame=9, crop_source_run=(8, 9)
+    )
+    assert geo.best_inliers == 12
 
 
 def test_judge_combines_and_thresholds() -> None:
     _, window = PostProcessor()(SCORES, np.zeros((7, 4)))
     geo = GeometricResult(3, 4, np.zeros((2, 4)), True, {3: 40})
-    cfg = ConfidenceConfig(peak_weight=0.5, prominence_weight=-0.2, inlier_weight=1.0, bias=-3.0, threshold=0.6)
+    cfg = ConfidenceConfig(
+        peak_weight=0.5, prominence_weight=-0.2, inlier_weight=1.0, verified_weight=0.7, bias=-3.0, threshold=0.6
+    )
     verdict = judge(cfg, SCORES, window, geo)
-    signals = confidence_signals(SCORES, window, geo)
-    expected = expit(0.5 * signals[0] - 0.2 * signals[1] + signals[2] - 3.0)
+    x = confidence_signals(SCORES, window, geo)
+    expected = expit(0.5 * x[0] - 0.2 * x[1] + x[2] + 0.7 * x[3] - 3.0)
     assert verdict.confidence == pytest.approx(expected)
     assert verdict.found == (expected >= 0.6)
-    assert list(verdict.signals) == ["peak_logit", "prominence", "log_inliers"]
+    assert list(verdict.signals) == list(SIGNALS)
     low = judge(ConfidenceConfig(inlier_weight=1.0, bias=-20.0), SCORES, window, geo)
     assert not low.found and low.word == "not_found"
 
@@ -62,7 +75,7 @@ def test_track_json_carries_the_verdict() -> None:
 
     report = locate_report(dataclasses.replace(result, verdict=verdict, geometric=geo), 5.0)
     assert report["verdict"] == "not_found" and report["confidence"] == verdict.confidence
-    assert report["geometric"] == {"verified": False, "inliers": 7}
+    assert report["geometric"] == {"verified": False, "inliers": 7, "crop_source_frame": None, "colour_distance": None}
     assert report["confidence_signals"] == verdict.signals
 
 

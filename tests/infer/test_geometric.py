@@ -46,11 +46,12 @@ def obj() -> np.ndarray:
 def test_matcher_boxes_the_object_and_rejects_other_frames(obj: np.ndarray) -> None:
     matcher = FeatureMatcher(obj, ratio=0.75, min_inliers=10, max_scale=4.0, max_side=640)
     frame, truth = scene(1, obj, (150, 60), scale=1.3)
-    inliers, box = matcher.match(frame)
+    inliers, box, colour, _ = matcher.match(frame)
     assert inliers >= 10 and box is not None
     assert iou(box, truth) > 0.9
+    assert colour is not None and colour < 0.2  # the same pixels, resized
     other, _ = scene(2, None, (0, 0))
-    assert matcher.match(other)[1] is None
+    assert matcher.match(other).box is None
 
 
 def test_verify_moves_track_to_last_sighting_and_refines_boxes(obj: np.ndarray) -> None:
@@ -126,3 +127,83 @@ def test_apply_geometric_moves_the_located_track(obj: np.ndarray, tiny_cfg) -> N
     for i in range(6, 9):
         assert iou(moved.track.boxes[i - 6], made[i][1]) > 0.9
     np.testing.assert_array_equal(moved.scores, scores)  # the curve itself is left as the model gave it
+
+
+def sightings(seed: int, runs: list[range], shade: dict[int, int] | None = None) -> list[tuple[np.ndarray, list]]:
+    """12 frames: the object (test texture 99) moving right on the frames of ``runs``; ``shade``: frame -> grey
+    levels added to the whole frame (other light)."""
+    obj = texture(99, 72, 96)
+    made = [scene(seed + i, obj if any(i in r for r in runs) else None, (20 + 10 * i, 40)) for i in range(12)]
+    for i, delta in (shade or {}).items():
+        made[i] = (np.clip(made[i][0].astype(np.int16) + delta, 0, 255).astype(np.uint8), made[i][1])
+    return made
+
+
+def crop_of(frame: np.ndarray, box: list, margin: int = 6) -> np.ndarray:
+    """The pixels of ``box`` widened by ``margin`` (some background, as a user's crop has)."""
+    x1, y1, x2, y2 = box
+    return frame[y1 - margin : y2 + margin, x1 - margin : x2 + margin].copy()
+
+
+SMOOTHED = np.array([0.1, 0.2, 0.4, 0.5, 0.4, 0.2, 0.1, 0.2, 0.6, 0.9, 0.6, 0.1])  # the model prefers 8-10
+PEAKS = np.array([3, 9])
+
+
+def test_the_crop_source_run_is_set_aside_for_another_sighting() -> None:
+    made = sightings(200, [range(2, 5), range(8, 11)])
+    frames = [f for f, _ in made]
+    read = lambda k: [frames[i] for i in k]  # noqa: E731
+    crop = crop_of(frames[9], made[9][1])  # a crop image cut from frame 9 of the searched video
+    model = (8, 10, np.array([[0.0, 0.0, W, H]] * 3))
+    found = refine_track(GeometricConfig(), crop, SMOOTHED, PEAKS, model, read, find_source=True)
+    assert found.verified and (found.start, found.end) == (2, 4)  # the other sighting, not the crop's own
+    assert found.crop_source_frame == 9 and found.crop_source_run == (8, 10)
+    for i in range(2, 5):
+        x1, y1, x2, y2 = made[i][1]
+        assert iou(found.boxes[i - 2], [x1 - 6, y1 - 6, x2 + 6, y2 + 6]) > 0.9  # the crop's box (with its margin)
+    assert found.best_inliers == max(found.inliers[i] for i in range(2, 5))  # the crop's run does not count
+    known = refine_track(GeometricConfig(), crop, SMOOTHED, PEAKS, model, read, crop_frame=9)
+    assert (known.start, known.end, known.crop_source_frame) == (2, 4, 9)  # a box drawn on searched frame 9
+    kept = refine_track(GeometricConfig(skip_crop_source=False), crop, SMOOTHED, PEAKS, model, read, find_source=True)
+    assert (kept.start, kept.end, kept.crop_source_frame) == (8, 10, None)
+
+
+def test_only_the_crop_source_verifies_keeps_the_model_track() -> None:
+    made = sightings(230, [range(8, 11)])
+    frames = [f for f, _ in made]
+    crop = crop_of(frames[9], made[9][1])
+    model = (8, 10, np.array([[1.0, 2.0, 30.0, 40.0]] * 3))
+    found = refine_track(
+        GeometricConfig(), crop, SMOOTHED, PEAKS, model, lambda k: [frames[i] for i in k], find_source=True
+    )
+    assert not found.verified and (found.start, found.end) == (8, 10)
+    np.testing.assert_array_equal(found.boxes, model[2])
+    assert found.crop_source_frame == 9 and found.best_inliers == 0
+    assert found.colour_distance is not None  # measured on the model's box at its peak
+
+
+def test_another_light_is_not_the_crop_source() -> None:
+    # frame 9 is the crop's frame, seen again on frame 9 of a second video with other light: not its source
+    made = sightings(260, [range(8, 11)])
+    crop = crop_of(made[9][0], made[9][1])
+    other = sightings(260, [range(8, 11)], shade={i: 12 for i in range(12)})
+    frames = [f for f, _ in other]
+    model = (8, 10, np.array([[0.0, 0.0, W, H]] * 3))
+    found = refine_track(
+        GeometricConfig(), crop, SMOOTHED, PEAKS, model, lambda k: [frames[i] for i in k], find_source=True
+    )
+    assert found.verified and (found.start, found.end) == (8, 10) and found.crop_source_frame is None
+
+
+def test_a_recoloured_look_alike_is_far_in_colour(obj: np.ndarray) -> None:
+    grey = obj.mean(axis=2, keepdims=True)
+    orange = (grey * [1.0, 0.55, 0.2]).astype(np.uint8)
+    obj, blue = orange, (grey * [0.2, 0.55, 1.0]).astype(np.uint8)  # the same pattern, other hues
+    frame, _ = scene(290, obj, (100, 50))
+    recoloured, _ = scene(290, blue, (100, 50))
+    matcher = FeatureMatcher(obj, ratio=0.75, min_inliers=10, max_scale=4.0, max_side=640)
+    same, swapped = matcher.match(frame), matcher.match(recoloured)
+    assert same.box is not None and swapped.box is not None  # SIFT sees grey levels: both verify
+    assert swapped.colour > same.colour + 0.2
+    strict = FeatureMatcher(obj, ratio=0.75, min_inliers=10, max_scale=4.0, max_side=640, max_colour=same.colour + 0.1)
+    assert strict.match(frame).box is not None and strict.match(recoloured).box is None

@@ -255,3 +255,13 @@ def test_locate_decodes_the_video_once_and_renders_what_decoding_again_renders(
     assert len(kept) == len(decoded_again) == 8 + 1  # the searched frames, then the query frame
     assert all(np.array_equal(a, b) for a, b in zip(kept, decoded_again, strict=True))
     assert reports[0] == reports[1]
+
+
+def test_crop_origin_tells_geometric_verification_where_the_crop_came_from() -> None:
+    from prvql.infer.locate import VideoInfo, crop_origin
+
+    info = VideoInfo(60, 30.0, 64, 48, sources=(0, 6, 12, 18), times=(0.0, 0.2, 0.4, 0.6))
+    assert crop_origin(info, {"frame": 12, "box": [0, 0, 8, 8], "search": "anywhere"}) == (2, False)
+    assert crop_origin(info, {"frame": 13, "box": [0, 0, 8, 8], "search": "anywhere"}) == (None, False)  # not searched
+    assert crop_origin(info, {"frame": 12, "box": [0, 0, 8, 8], "search": "before"}) == (None, False)
+    assert crop_origin(info, {"image": "crop.png", "search": "anywhere"}) == (None, True)

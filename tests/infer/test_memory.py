@@ -3,6 +3,7 @@ kill; a reader while a writer appends; following a growing video."""
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from prvql.infer.memory import (
     VideoMemory,
     index_video,
     locate_memory,
+    model_identity,
     model_inputs,
     open_memory,
     partial_path,
@@ -142,6 +144,27 @@ def test_another_model_or_video_is_refused(
     write_video(other_video, frames_of(40, seed=1), fps=10.0)
     with VideoMemory.open(memory) as m, pytest.raises(MemoryFileError, match="not the video"):
         m.check_video(other_video)
+
+
+def test_a_video_rewritten_in_place_is_refused(
+    tiny_cfg: Config, fused: torch.nn.Module, video: Path, tmp_path: Path
+) -> None:
+    memory = index_video(tiny_cfg, fused, CPU, video, tmp_path / "walk.h5").path
+    with VideoMemory.open(memory) as m:
+        m.check_video(video)  # hashed once and remembered
+        write_video(video, frames_of(40, seed=2), fps=10.0)  # same path, size and rate; other pixels
+        with pytest.raises(MemoryFileError, match="not the video"):
+            m.check_video(video)
+
+
+def test_model_identity_is_remembered_until_a_weight_changes(tiny_cfg: Config, fused: torch.nn.Module) -> None:
+    first = model_identity(tiny_cfg, fused)
+    assert model_identity(tiny_cfg, copy.deepcopy(fused)) == first  # a fresh object is hashed: the same digest
+    other = copy.deepcopy(fused)
+    with torch.no_grad():
+        next(other.parameters()).mul_(2.0)
+    fused.load_state_dict(other.state_dict())  # copied in place: storages unchanged, versions moved
+    assert model_identity(tiny_cfg, fused) == model_identity(tiny_cfg, copy.deepcopy(other)) != first
 
 
 def test_corrupt_and_truncated_memories_are_refused(

@@ -116,9 +116,9 @@ class Recorder:
             self.images.append(images.clone())
             return extract(images)
 
-        def forward_embedded(video: torch.Tensor, query: torch.Tensor) -> dict:
+        def forward_embedded(video: torch.Tensor, query: torch.Tensor, **options) -> dict:
             self.windows.append(video.clone())
-            return forward(video, query)
+            return forward(video, query, **options)
 
         model.extract_features = extract_features
         model.forward_embedded = forward_embedded

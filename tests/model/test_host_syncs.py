@@ -42,6 +42,7 @@ def test_the_stage_forward_never_waits_for_the_host(tiny_cfg: Config, tiny_model
         video, query = model.embed(torch.randn(2 * t, 3, s, s)), model.embed(torch.randn(2, 3, s, s))
         with _Calls() as calls:
             model.forward_embedded(video.view(2, t, *video.shape[1:]), query)
+            model.forward_embedded(video.view(2, t, *video.shape[1:]), query, stage_mean=True, top=True)
     assert "clamp" in calls.names  # AKG ran: its box scaling and clamping (clip_boxes) are checked too
     assert not (SYNCING | {MASK}) & set(calls.names)
 

@@ -219,7 +219,8 @@ function goToFrame(n, fromVideo = false) {
     state.box = null;
   }
   state.frame = n;
-  $("frame-time").textContent = `${(n / state.video.fps).toFixed(2)} s`;
+  const times = state.video.frame_times; // a variable-rate video's own frame times
+  $("frame-time").textContent = `${(times ? times[n] : n / state.video.fps).toFixed(2)} s`;
   $("frame-canvas").classList.add("stale"); // the old picture, dimmed, until frame n arrives
   $("frame-status").textContent = `loading frame ${n} ...`;
   updateQueryText();
