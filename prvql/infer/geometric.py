@@ -342,6 +342,25 @@ def verify_track(
     return GeometricResult(start, end, refined, True, inliers, source, source_run, matches[best].colour)
 
 
+def check_settings(cfg: GeometricConfig) -> None:
+    """Refuse an ``inference.geometric`` setting out of range (:class:`ConfigError` naming its key); called before a
+    search, so that a bad setting costs no search."""
+    checks = {
+        "candidates": (cfg.candidates >= 1, ">= 1"),
+        "min_inliers": (cfg.min_inliers >= 4, ">= 4"),
+        "ratio": (0 < cfg.ratio <= 1, "in (0, 1]"),
+        "max_scale": (cfg.max_scale >= 1, ">= 1"),
+        "max_side": (cfg.max_side >= 32, ">= 32"),
+        "max_track": (cfg.max_track >= 1, ">= 1"),
+        "max_gap": (cfg.max_gap >= 0, ">= 0"),
+        "max_colour_distance": (0 < cfg.max_colour_distance <= 1, "in (0, 1]"),
+        "source_tolerance": (cfg.source_tolerance >= 0, ">= 0"),
+    }
+    for key, (ok, rule) in checks.items():
+        if not ok:
+            raise ConfigError(f"inference.geometric.{key}: must be {rule} (got {getattr(cfg, key)!r})")
+
+
 def refine_track(
     cfg: GeometricConfig,
     crop: np.ndarray,
@@ -370,20 +389,7 @@ def refine_track(
     Raises:
         ConfigError: a setting out of range, naming its key.
     """
-    checks = {
-        "candidates": (cfg.candidates >= 1, ">= 1"),
-        "min_inliers": (cfg.min_inliers >= 4, ">= 4"),
-        "ratio": (0 < cfg.ratio <= 1, "in (0, 1]"),
-        "max_scale": (cfg.max_scale >= 1, ">= 1"),
-        "max_side": (cfg.max_side >= 32, ">= 32"),
-        "max_track": (cfg.max_track >= 1, ">= 1"),
-        "max_gap": (cfg.max_gap >= 0, ">= 0"),
-        "max_colour_distance": (0 < cfg.max_colour_distance <= 1, "in (0, 1]"),
-        "source_tolerance": (cfg.source_tolerance >= 0, ">= 0"),
-    }
-    for key, (ok, rule) in checks.items():
-        if not ok:
-            raise ConfigError(f"inference.geometric.{key}: must be {rule} (got {getattr(cfg, key)!r})")
+    check_settings(cfg)
     matcher = FeatureMatcher(
         crop, cfg.ratio, cfg.min_inliers, cfg.max_scale, cfg.max_side, cfg.max_colour_distance, cfg.source_tolerance
     )

@@ -39,7 +39,7 @@ from prvql.data.transforms import prepare_query
 from prvql.data.video import VideoReader
 from prvql.errors import ConfigError, PRVQLError, VideoError
 from prvql.infer.confidence import Verdict, judge
-from prvql.infer.geometric import GeometricResult
+from prvql.infer.geometric import GeometricResult, check_settings
 from prvql.infer.outputs import write_locate_outputs
 from prvql.infer.postprocess import PostProcessor, TrackWindow, build_postprocessor
 from prvql.infer.predictor import ClipQuery, EmbeddedFrames, Predictor, build_predictor
@@ -482,6 +482,7 @@ def locate_video(
     fps = float(cfg.inference.fps)
     if fps <= 0:
         raise ConfigError(f"inference.fps: must be > 0 (got {cfg.inference.fps})")
+    check_settings(cfg.inference.geometric)
     with VideoReader(video) as reader:
         info = VideoInfo.of(reader, fps)
         query, searched = parse_query(info, query.frame, query.search, query.box, query.crop)

@@ -681,10 +681,12 @@ def locate_memory(
         PRVQLError: another model, another video, a corrupt memory, or a query that does not fit.
     """
     from prvql.data.images import read_image
+    from prvql.infer.geometric import check_settings
     from prvql.infer.locate import locate, parse_query, verify_judge_write
     from prvql.infer.postprocess import build_postprocessor
     from prvql.infer.predictor import build_predictor
 
+    check_settings(cfg.inference.geometric)
     memory.check_model(model_identity(cfg, model))
     original = video
     if original is None and Path(memory.video.path).is_file():

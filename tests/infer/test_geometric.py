@@ -6,6 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from prvql.config import GeometricConfig
 from prvql.errors import ConfigError
@@ -105,6 +106,20 @@ def test_bad_setting_names_its_key(obj: np.ndarray, key: str, value: float) -> N
     cfg = GeometricConfig(**{key: value})
     with pytest.raises(ConfigError, match=f"inference.geometric.{key}"):
         refine_track(cfg, obj, np.zeros(3), np.array([0]), (0, 0, np.zeros((1, 4))), lambda k: [])
+
+
+def test_a_bad_setting_is_refused_before_any_search(tiny_cfg, tmp_path) -> None:  # noqa: ANN001
+    from prvql.data.video import write_video
+    from prvql.infer.locate import Query, locate_video
+
+    video = tmp_path / "v.mp4"
+    write_video(video, np.zeros((6, 64, 64, 3), np.uint8), fps=5.0)
+    tiny_cfg.inference.geometric.source_tolerance = -1.0
+    no_model = object()  # a search would fail on it with another error
+    with pytest.raises(ConfigError, match="inference.geometric.source_tolerance"):
+        query = Query(5, "before", (0, 0, 9, 9))
+        locate_video(tiny_cfg, no_model, torch.device("cpu"), video, query, tmp_path / "o", name="v")
+    assert not (tmp_path / "o").exists()
 
 
 def test_apply_geometric_moves_the_located_track(obj: np.ndarray, tiny_cfg) -> None:  # noqa: ANN001
